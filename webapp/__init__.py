@@ -1,0 +1,130 @@
+"""The Spacemail web app: create_app() wires config, extensions, blueprints, errors and CLI."""
+import logging
+from pathlib import Path
+
+from flask import Flask, flash, redirect, render_template, request, url_for
+from flask_wtf.csrf import CSRFError
+from sqlalchemy import event
+from werkzeug.exceptions import HTTPException
+
+from webapp.config import INSTANCE_DIR, Config, sqlite_pragmas
+from webapp import extensions
+from webapp.extensions import csrf, db, login_manager, migrate
+from webapp.htmx import is_htmx
+from webapp.security import SecretBox, set_security_headers
+
+
+def create_app(config: dict | None = None) -> Flask:
+    app = Flask(__name__, instance_path=str(INSTANCE_DIR), template_folder="../templates",
+                static_folder="../static")
+    app.config.from_object(Config())
+    app.config.update(config or {})
+    INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"))
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    extensions.htmx.init_app(app)
+    app.extensions["spacemail.secret_box"] = SecretBox(app.config["ENCRYPTION_KEYS"])
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            event.listen(db.engine, "connect", sqlite_pragmas)
+
+    from webapp import models  # noqa: F401  (every table, for Alembic and create_all)
+    from webapp.admin import bp as admin_bp
+    from webapp.auth import bp as auth_bp
+    from webapp.spaces import bp as spaces_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(spaces_bp)
+    app.register_blueprint(admin_bp)
+
+    _register_login(app)
+    _register_errors(app)
+    _register_templates(app)
+    app.after_request(set_security_headers)
+
+    from webapp.cli import register_cli
+
+    register_cli(app)
+    return app
+
+
+def _register_login(app: Flask) -> None:
+    from webapp.auth.models import User
+
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please sign in to see that page."
+    login_manager.login_message_category = "info"
+
+    @login_manager.user_loader
+    def load_user(session_id: str):
+        user_id, _, version = session_id.partition(".")
+        if not user_id.isdigit() or not version.isdigit():
+            return None
+        user = db.session.get(User, int(user_id))
+        if user is None or not user.active or user.auth_version != int(version):
+            return None
+        return user
+
+    @login_manager.unauthorized_handler
+    def unauthorized():
+        target = url_for("auth.login", next=request.full_path.rstrip("?") if request.method == "GET" else None)
+        if is_htmx():
+            return "", 401, {"HX-Redirect": target}
+        flash(login_manager.login_message, "info")
+        return redirect(target)
+
+
+ERROR_TEXT = {
+    400: ("Bad request", "The form was stale or incomplete. Reload the page and try again."),
+    403: ("Not allowed", "You do not have permission to see or change this. A space admin can give you a role."),
+    404: ("Not found", "There is nothing here. It may have been removed, or the link is wrong."),
+    405: ("Not allowed", "That action is not available here."),
+    500: ("Something went wrong", "The error has been logged. Try again in a moment."),
+}
+
+
+def _register_errors(app: Flask) -> None:
+    def render_error(code: int, detail: str | None = None):
+        title, text = ERROR_TEXT.get(code, (str(code), detail or ""))
+        if is_htmx():
+            # htmx is configured to swap error responses; this one goes to the message area.
+            response = app.make_response((render_template("_error_flash.html", title=title, text=detail or text), code))
+            response.headers.update({"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
+        else:
+            response = app.make_response((render_template("error.html", code=code, title=title, text=detail or text), code))
+        response.vary.add("HX-Request")
+        return response
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc):
+        return render_error(400, "The form expired or did not come from this site. Reload the page and try again.")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        if exc.code in ERROR_TEXT or exc.code == 429:
+            return render_error(exc.code, exc.description if exc.code == 429 else None)
+        return exc
+
+    @app.errorhandler(500)
+    def server_error(exc):
+        db.session.rollback()
+        return render_error(500)
+
+
+def _register_templates(app: Flask) -> None:
+    from flask_login import current_user
+
+    from webapp.admin.models import SiteSettings
+    from webapp.spaces.access import role_in
+    from webapp.timeutil import format_local
+
+    @app.context_processor
+    def site():
+        return {"site": SiteSettings.get()}
+
+    app.jinja_env.filters["localtime"] = format_local
+    app.jinja_env.globals["space_role"] = lambda space: role_in(current_user, space)

@@ -1,0 +1,42 @@
+"""System administration forms."""
+from zoneinfo import available_timezones
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, SelectField, StringField, SubmitField, URLField
+from wtforms.validators import InputRequired, Length, Optional, URL, ValidationError
+
+from webapp.auth.forms import NewPasswordFields, PersonFields, no_control_chars
+
+TIME_ZONES = sorted(available_timezones())
+
+
+def _strip(value):
+    return value.strip() if isinstance(value, str) else value
+
+
+def http_url(form, field):
+    if field.data and not field.data.startswith(("http://", "https://")):
+        raise ValidationError("Start the base URL with https:// (or http:// on a private network).")
+
+
+class NewUserForm(PersonFields, NewPasswordFields):
+    is_admin = BooleanField("System administrator")
+    can_create_spaces = BooleanField("May create site spaces")
+    submit = SubmitField("Create user")
+
+
+class SiteSettingsForm(FlaskForm):
+    site_title = StringField("Site title", validators=[InputRequired(), Length(max=100), no_control_chars],
+                             filters=[_strip])
+    base_url = URLField(
+        "Base URL",
+        description="The address people use to reach Spacemail; links in emails start with it.",
+        validators=[Optional(), URL(require_tld=False, message="Enter a full URL."), http_url, Length(max=300)],
+        filters=[lambda v: v.strip().rstrip("/") if isinstance(v, str) else v],
+    )
+    time_zone = SelectField("Time zone", choices=[(z, z) for z in TIME_ZONES], default="UTC")
+    submit = SubmitField("Save settings")
+
+
+class ToggleForm(FlaskForm):
+    """An empty form: only the CSRF token, for the in-place switches."""

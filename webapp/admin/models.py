@@ -1,0 +1,30 @@
+"""Site-wide settings, one row."""
+from datetime import datetime
+
+from sqlalchemy.orm import Mapped, mapped_column
+
+from webapp.extensions import db
+from webapp.timeutil import UTCDateTime
+
+
+class SiteSettings(db.Model):
+    __tablename__ = "site_settings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_title: Mapped[str] = mapped_column(db.String(100), default="Spacemail")
+    base_url: Mapped[str] = mapped_column(db.String(300), default="")
+    time_zone: Mapped[str] = mapped_column(db.String(64), default="UTC")
+    mail_archiving_enabled: Mapped[bool] = mapped_column(default=True)
+    # The first-run link: only a hash is kept, and it is cleared when the first admin exists.
+    setup_token_hash: Mapped[str | None] = mapped_column(db.String(128))
+    last_sweep_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @classmethod
+    def get(cls) -> "SiteSettings":
+        """The one row, made on first use."""
+        row = db.session.get(cls, 1)
+        if row is None:
+            row = cls(id=1)
+            db.session.add(row)
+            db.session.flush()
+        return row

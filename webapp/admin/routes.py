@@ -1,0 +1,145 @@
+"""System administration: users, apps, general settings, workers."""
+import functools
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from rq import Worker
+
+from webapp.admin import bp, services
+from webapp.admin.forms import NewUserForm, SiteSettingsForm, ToggleForm
+from webapp.admin.models import SiteSettings
+from webapp.auth.models import User
+from webapp.auth.services import AuthError, create_user
+from webapp.extensions import db
+from webapp.htmx import is_htmx, page_or_partial, partial
+from webapp.jobs import JobRun, get_queue, redis_connection, start_job
+from workers.system import worker_check
+
+USER_FLAGS = {
+    "active": lambda actor, user, on: services.set_active(actor, user, on),
+    "admin": lambda actor, user, on: services.set_admin(actor, user, on),
+    "create_spaces": lambda actor, user, on: services.set_can_create_spaces(user, on),
+}
+
+
+def admin_required(view):
+    @functools.wraps(view)
+    @login_required
+    def wrapper(*args, **kwargs):
+        if not current_user.is_admin:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def _wanted_on() -> bool:
+    """Switches post the state they want, so a double click cannot flip twice."""
+    return request.form.get("value") == "on"
+
+
+@bp.route("/")
+@admin_required
+def index():
+    return redirect(url_for("admin.users"))
+
+
+@bp.route("/users")
+@admin_required
+def users():
+    return render_template("admin/users.html", users=services.list_users(), toggle_form=ToggleForm())
+
+
+@bp.route("/users/new", methods=["GET", "POST"])
+@admin_required
+def new_user():
+    form = NewUserForm()
+    if form.validate_on_submit():
+        try:
+            user = create_user(form.username.data, form.email.data, form.full_name.data, form.password.data,
+                               is_admin=form.is_admin.data)
+        except AuthError as exc:
+            db.session.rollback()
+            form.username.errors.append(str(exc))
+        else:
+            user.can_create_spaces = form.can_create_spaces.data
+            db.session.commit()
+            flash(f"{user.full_name} can now sign in as {user.username}.", "success")
+            return redirect(url_for("admin.users"))
+    return render_template("admin/new_user.html", form=form)
+
+
+@bp.route("/users/<int:user_id>/<any(active, admin, create_spaces):flag>", methods=["POST"])
+@admin_required
+def set_user_flag(user_id, flag):
+    user = db.get_or_404(User, user_id)
+    error = None
+    if ToggleForm().validate_on_submit():
+        try:
+            USER_FLAGS[flag](current_user, user, _wanted_on())
+        except services.AdminError as exc:
+            db.session.rollback()
+            error = str(exc)
+        else:
+            db.session.commit()
+    if not is_htmx():
+        if error:
+            flash(error, "error")
+        return redirect(url_for("admin.users"))
+    return partial("admin/_user_row.html", u=user, toggle_form=ToggleForm(), error=error)
+
+
+@bp.route("/apps")
+@admin_required
+def apps():
+    return render_template("admin/apps.html", settings=SiteSettings.get(), toggle_form=ToggleForm())
+
+
+@bp.route("/apps/mail-archiving", methods=["POST"])
+@admin_required
+def toggle_mail_archiving():
+    if ToggleForm().validate_on_submit():
+        services.set_mail_archiving(_wanted_on())
+        db.session.commit()
+    return page_or_partial("admin/apps.html", "admin/_app_mail_archiving.html",
+                           settings=SiteSettings.get(), toggle_form=ToggleForm())
+
+
+@bp.route("/settings", methods=["GET", "POST"])
+@admin_required
+def settings():
+    form = SiteSettingsForm(obj=SiteSettings.get())
+    if form.validate_on_submit():
+        services.update_site_settings(form.site_title.data, form.base_url.data, form.time_zone.data)
+        db.session.commit()
+        flash("Settings saved.", "success")
+        return redirect(url_for("admin.settings"))
+    return render_template("admin/settings.html", form=form)
+
+
+@bp.route("/system")
+@admin_required
+def system():
+    connection = redis_connection()
+    return render_template(
+        "admin/system.html",
+        settings=SiteSettings.get(),
+        workers=Worker.all(connection=connection),
+        queued=len(get_queue()),
+        toggle_form=ToggleForm(),
+    )
+
+
+@bp.route("/system/check", methods=["POST"])
+@admin_required
+def start_worker_check():
+    run = start_job("worker-check", worker_check, user=current_user)
+    db.session.commit()
+    return page_or_partial("admin/job_page.html", "admin/_job_run.html", run=run)
+
+
+@bp.route("/jobs/<int:run_id>")
+@admin_required
+def job_status(run_id):
+    run = db.get_or_404(JobRun, run_id)
+    return page_or_partial("admin/job_page.html", "admin/_job_run.html", run=run)

@@ -1,0 +1,60 @@
+"""System administration: people, apps, site settings."""
+from sqlalchemy import func, select
+
+from webapp.admin.models import SiteSettings
+from webapp.auth.models import User
+from webapp.extensions import db
+
+
+class AdminError(Exception):
+    """A problem the user can fix; its text is shown as is."""
+
+
+def list_users() -> list[User]:
+    return list(db.session.scalars(select(User).order_by(User.full_name, User.username)))
+
+
+def _other_active_admins(user: User) -> int:
+    return db.session.scalar(
+        select(func.count(User.id)).where(User.is_admin.is_(True), User.active.is_(True), User.id != user.id)
+    )
+
+
+def set_active(actor: User, user: User, active: bool) -> None:
+    if not active and user.id == actor.id:
+        raise AdminError("You cannot disable your own account.")
+    if not active and user.is_admin and not _other_active_admins(user):
+        raise AdminError("The last active system administrator cannot be disabled.")
+    if user.active and not active:
+        user.auth_version += 1  # signs them out everywhere
+    user.active = active
+
+
+def set_admin(actor: User, user: User, is_admin: bool) -> None:
+    if not is_admin and user.id == actor.id:
+        raise AdminError("You cannot remove your own administrator rights; ask another administrator.")
+    if not is_admin and not _other_active_admins(user):
+        raise AdminError("The site needs at least one active system administrator.")
+    user.is_admin = is_admin
+
+
+def set_can_create_spaces(user: User, allowed: bool) -> None:
+    user.can_create_spaces = allowed
+
+
+def set_mail_archiving(enabled: bool) -> SiteSettings:
+    settings = SiteSettings.get()
+    settings.mail_archiving_enabled = enabled
+    return settings
+
+
+def update_site_settings(site_title: str, base_url: str, time_zone: str) -> None:
+    settings = SiteSettings.get()
+    settings.site_title, settings.base_url, settings.time_zone = site_title, base_url or "", time_zone
+
+
+def base_url() -> str:
+    """Where links in emails point: the admin's setting, else SPACEMAIL_BASE_URL; never a request's Host."""
+    from flask import current_app
+
+    return SiteSettings.get().base_url or current_app.config["BASE_URL"]

@@ -1,0 +1,71 @@
+"""Sign-in, first-run and profile forms."""
+import re
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, EmailField, PasswordField, StringField, SubmitField
+from wtforms.validators import Email, EqualTo, InputRequired, Length, Regexp, ValidationError
+
+USERNAME_RE = r"^[a-z0-9][a-z0-9._-]{1,62}$"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
+
+
+def no_control_chars(form, field):
+    """Names and addresses later land in mail headers: no line breaks or control characters."""
+    if field.data and _CONTROL.search(field.data):
+        raise ValidationError("Line breaks and control characters are not allowed here.")
+
+
+def _strip(value):
+    return value.strip() if isinstance(value, str) else value
+
+
+def _lower(value):
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+class LoginForm(FlaskForm):
+    login = StringField("Username or email", validators=[InputRequired(), Length(max=254)], filters=[_strip])
+    password = PasswordField("Password", validators=[InputRequired(), Length(max=256)])
+    remember = BooleanField("Keep me signed in")
+    submit = SubmitField("Sign in")
+
+
+class PersonFields(FlaskForm):
+    username = StringField(
+        "Username",
+        validators=[
+            InputRequired(),
+            Regexp(USERNAME_RE, message="2-63 characters: lower-case letters, digits, dot, dash, underscore."),
+        ],
+        filters=[_lower],
+    )
+    full_name = StringField(
+        "Full name", validators=[InputRequired(), Length(max=200), no_control_chars], filters=[_strip]
+    )
+    email = EmailField(
+        "Email", validators=[InputRequired(), Email(check_deliverability=False), Length(max=254)], filters=[_lower]
+    )
+
+
+class NewPasswordFields(FlaskForm):
+    password = PasswordField(
+        "Password", validators=[InputRequired(), Length(min=10, max=256, message="Use 10 to 256 characters.")]
+    )
+    confirm = PasswordField(
+        "Repeat password", validators=[InputRequired(), EqualTo("password", message="The passwords differ.")]
+    )
+
+
+class SetupForm(PersonFields, NewPasswordFields):
+    submit = SubmitField("Create administrator")
+
+
+class ProfileForm(FlaskForm):
+    full_name = PersonFields.full_name
+    email = PersonFields.email
+    submit = SubmitField("Save profile")
+
+
+class ChangePasswordForm(NewPasswordFields):
+    current = PasswordField("Current password", validators=[InputRequired(), Length(max=256)])
+    submit = SubmitField("Change password")

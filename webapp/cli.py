@@ -1,0 +1,48 @@
+"""`flask` commands: first-run link, create-admin."""
+import click
+from flask import Flask
+
+from webapp.extensions import db
+
+
+def register_cli(app: Flask) -> None:
+    @app.cli.command("setup-link")
+    def setup_link():
+        """Print a one-time link that creates the first system administrator (only while none exists)."""
+        from webapp.admin.services import base_url
+        from webapp.auth.services import issue_setup_token
+
+        token = issue_setup_token()
+        if token is None:
+            click.echo("Users exist already: sign in at " + base_url() + "/login")
+        else:
+            click.echo(f"First run: open {base_url()}/setup?token={token} to create the administrator.")
+
+    @app.cli.command("create-admin")
+    @click.option("--username", prompt=True)
+    @click.option("--email", prompt=True)
+    @click.option("--full-name", prompt="Full name")
+    @click.password_option()
+    def create_admin(username, email, full_name, password):
+        """Create a system administrator from the shell."""
+        from webapp.auth.forms import SetupForm
+        from webapp.auth.services import AuthError, create_user
+
+        with app.test_request_context():
+            form = SetupForm(meta={"csrf": False}, data={
+                "username": username, "email": email, "full_name": full_name,
+                "password": password, "confirm": password,
+            })
+            if not form.validate():
+                for field, errors in form.errors.items():
+                    click.echo(f"{field}: {'; '.join(errors)}", err=True)
+                raise SystemExit(1)
+        try:
+            user = create_user(form.username.data, form.email.data, form.full_name.data, password, is_admin=True)
+        except AuthError as exc:
+            raise click.ClickException(str(exc))
+        from webapp.admin.models import SiteSettings
+
+        SiteSettings.get().setup_token_hash = None
+        db.session.commit()
+        click.echo(f"System administrator {user.username} created.")

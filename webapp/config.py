@@ -1,0 +1,59 @@
+"""Configuration: defaults, then SPACEMAIL_* environment variables."""
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+INSTANCE_DIR = Path(os.environ.get("SPACEMAIL_INSTANCE_DIR", Path(__file__).resolve().parent.parent / "instance"))
+
+
+def _instance_secret(name: str, make) -> str:
+    """A secret kept in instance/ so a first run works without setup and restarts keep sessions."""
+    path = INSTANCE_DIR / name
+    if path.exists():
+        return path.read_text().strip()
+    INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+    value = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
+def _env(name: str, default=None):
+    return os.environ.get(f"SPACEMAIL_{name}", default)
+
+
+class Config:
+    """Settings read once at start-up; see the configuration table in README.md."""
+
+    def __init__(self) -> None:
+        self.SECRET_KEY = _env("SECRET_KEY") or _instance_secret("secret_key", lambda: secrets.token_urlsafe(48))
+        keys = _env("ENCRYPTION_KEYS") or _instance_secret(
+            "encryption_keys", lambda: Fernet.generate_key().decode()
+        )
+        self.ENCRYPTION_KEYS = [k.strip() for k in keys.split(",") if k.strip()]
+        self.SQLALCHEMY_DATABASE_URI = _env("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'spacemail.db'}"
+        self.REDIS_URL = _env("REDIS_URL", "redis://127.0.0.1:6379/0")
+        self.RQ_QUEUE = _env("QUEUE", "spacemail")
+        self.BASE_URL = (_env("BASE_URL") or "http://127.0.0.1:5000").rstrip("/")
+        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        self.SESSION_COOKIE_HTTPONLY = True
+        self.SESSION_COOKIE_SAMESITE = "Lax"
+        self.SESSION_COOKIE_SECURE = self.BASE_URL.startswith("https://")
+        self.REMEMBER_COOKIE_HTTPONLY = True
+        self.REMEMBER_COOKIE_SAMESITE = "Lax"
+        self.WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
+        self.TESTING = False
+
+
+def sqlite_pragmas(dbapi_connection, _record) -> None:
+    """WAL and a busy timeout let the web, worker and cron processes share one SQLite file."""
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    # FULL, not NORMAL: a commit must survive power loss before mail is deleted on a server.
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.close()

@@ -1,0 +1,87 @@
+"""Queueing work for the RQ workers, only once the database has committed what the job reads."""
+import logging
+from datetime import datetime
+
+from flask import current_app
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue
+from sqlalchemy import ForeignKey, event
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from webapp.extensions import db
+from webapp.timeutil import UTCDateTime, utcnow
+
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+_PENDING = "spacemail.pending_jobs"
+log = logging.getLogger(__name__)
+
+
+class JobRun(db.Model):
+    """What a page shows of a queued job: its state, its progress and its outcome."""
+
+    __tablename__ = "job_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(db.String(40))
+    state: Mapped[str] = mapped_column(db.String(16), default=QUEUED)
+    done_count: Mapped[int] = mapped_column(default=0)
+    total: Mapped[int | None] = mapped_column()
+    message: Mapped[str] = mapped_column(db.Text, default="")
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (DONE, FAILED)
+
+    @property
+    def rq_job_id(self) -> str:
+        return f"jobrun-{self.id}"
+
+
+def redis_connection() -> Redis:
+    ext = current_app.extensions
+    if "spacemail.redis" not in ext:
+        ext["spacemail.redis"] = Redis.from_url(current_app.config["REDIS_URL"])
+    return ext["spacemail.redis"]
+
+
+def get_queue() -> Queue:
+    return Queue(current_app.config["RQ_QUEUE"], connection=redis_connection())
+
+
+def enqueue_after_commit(func, *args, job_id: str | None = None, **options) -> None:
+    """Queue `func(*args)` when the current transaction commits; drop it if it rolls back."""
+    db.session.info.setdefault(_PENDING, []).append((func, args, job_id, options))
+
+
+def start_job(kind: str, func, *args, user=None) -> JobRun:
+    """Record a JobRun and queue `func(run_id, *args)` after commit; the caller commits."""
+    run = JobRun(kind=kind, created_by_id=getattr(user, "id", None))
+    db.session.add(run)
+    db.session.flush()
+    enqueue_after_commit(func, run.id, *args, job_id=run.rq_job_id)
+    return run
+
+
+@event.listens_for(Session, "after_commit")
+def _enqueue_pending(session: Session) -> None:
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    queue = get_queue()
+    try:
+        for func, args, job_id, options in pending:
+            queue.enqueue(func, *args, job_id=job_id, **options)
+    except RedisError:
+        # The rows are committed; the sweeper settles what Redis never got (see workers/system.py).
+        log.warning("Redis refused %d job(s); the sweeper will settle them", len(pending), exc_info=True)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_pending(session: Session, previous_transaction) -> None:
+    if previous_transaction.parent is None:  # a rolled-back savepoint keeps the outer jobs
+        session.info.pop(_PENDING, None)

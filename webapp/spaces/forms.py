@@ -1,0 +1,46 @@
+"""Space and role forms."""
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, SelectField, StringField, SubmitField, TextAreaField
+from wtforms.validators import InputRequired, Length, Regexp
+
+from webapp.auth.forms import no_control_chars
+from webapp.spaces.models import ROLE_LABELS
+
+ROLE_CHOICES = list(ROLE_LABELS.items())
+
+
+def _strip(value):
+    return value.strip() if isinstance(value, str) else value
+
+
+class SpaceFields(FlaskForm):
+    name = StringField("Name", validators=[InputRequired(), Length(max=200), no_control_chars], filters=[_strip])
+    description = TextAreaField("Description", validators=[Length(max=2000)], filters=[_strip])
+
+
+class NewSpaceForm(SpaceFields):
+    key = StringField(
+        "Space key",
+        description="Letters and digits, shown in links (for example TEAM or OPS2).",
+        validators=[
+            InputRequired(),
+            Regexp(r"^[A-Za-z][A-Za-z0-9]{1,31}$", message="2-32 letters and digits, starting with a letter."),
+        ],
+        filters=[lambda v: v.strip().upper() if isinstance(v, str) else v],
+    )
+    submit = SubmitField("Create space")
+
+
+class SpaceSettingsForm(SpaceFields):
+    everyone_can_view = BooleanField("Every signed-in person can view this space")
+    submit = SubmitField("Save settings")
+
+
+class AddRoleForm(FlaskForm):
+    person = StringField("Person (username or email)", validators=[InputRequired(), Length(max=254)], filters=[_strip])
+    role = SelectField("Role", choices=ROLE_CHOICES, default="view")
+    submit = SubmitField("Add")
+
+
+class ChangeRoleForm(FlaskForm):
+    role = SelectField("Role", choices=ROLE_CHOICES)

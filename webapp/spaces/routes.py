@@ -1,0 +1,151 @@
+"""Space directory, home, settings and permissions."""
+from flask import abort, flash, redirect, render_template, url_for
+from flask_login import current_user, login_required
+from sqlalchemy import select
+
+from webapp.auth.services import find_user
+from webapp.extensions import db
+from webapp.htmx import is_htmx, page_or_partial, partial
+from webapp.spaces import bp
+from webapp.spaces.access import role_in, space_for, visible_spaces
+from webapp.spaces.forms import AddRoleForm, ChangeRoleForm, NewSpaceForm, SpaceSettingsForm
+from webapp.spaces.models import ADMIN, ROLE_LABELS, SpaceRole
+from webapp.spaces.services import SpaceError, create_site_space, grant, revoke, roles_of, update_space
+
+
+@bp.route("/")
+def index():
+    if current_user.is_authenticated:
+        return redirect(url_for("spaces.directory"))
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/spaces")
+@login_required
+def directory():
+    return render_template("spaces/directory.html", spaces=visible_spaces(current_user))
+
+
+@bp.route("/spaces/new", methods=["GET", "POST"])
+@login_required
+def new_space():
+    if not current_user.may_create_spaces:
+        abort(403)
+    form = NewSpaceForm()
+    if form.validate_on_submit():
+        try:
+            space = create_site_space(current_user, form.key.data, form.name.data, form.description.data or "")
+        except SpaceError as exc:
+            form.key.errors.append(str(exc))
+        else:
+            db.session.commit()
+            flash(f"Space {space.name} created.", "success")
+            return redirect(url_for("spaces.home", key=space.key))
+    return render_template("spaces/new.html", form=form)
+
+
+@bp.route("/spaces/<key>")
+@login_required
+def home(key):
+    space = space_for(key)
+    return render_template("spaces/home.html", space=space, role=role_in(current_user, space))
+
+
+@bp.route("/spaces/<key>/settings", methods=["GET", "POST"])
+@login_required
+def settings(key):
+    space = space_for(key, ADMIN)
+    form = SpaceSettingsForm(obj=space)
+    if form.validate_on_submit():
+        update_space(space, form.name.data, form.description.data or "", form.everyone_can_view.data)
+        db.session.commit()
+        flash("Space settings saved.", "success")
+        return redirect(url_for("spaces.settings", key=space.key))
+    return render_template("spaces/settings.html", space=space, form=form)
+
+
+def _permissions(space, add_form=None, status=200):
+    return page_or_partial(
+        "spaces/permissions.html",
+        "spaces/_permissions.html",
+        status=status,
+        space=space,
+        roles=roles_of(space),
+        add_form=add_form or AddRoleForm(formdata=None),
+        role_labels=ROLE_LABELS,
+    )
+
+
+@bp.route("/spaces/<key>/permissions", methods=["GET", "POST"])
+@login_required
+def permissions(key):
+    space = space_for(key, ADMIN)
+    form = AddRoleForm()
+    if form.validate_on_submit():
+        person = find_user(form.person.data)
+        if person is None:
+            form.person.errors.append("Nobody has that username or email.")
+        else:
+            try:
+                grant(space, person, form.role.data)
+            except SpaceError as exc:
+                db.session.rollback()
+                form.person.errors.append(str(exc))
+            else:
+                db.session.commit()
+                if not is_htmx():
+                    flash(f"{person.full_name} now has the {ROLE_LABELS[form.role.data]} role.", "success")
+                    return redirect(url_for("spaces.permissions", key=space.key))
+                form = None
+    return _permissions(space, form)
+
+
+def _role_or_404(space, role_id) -> SpaceRole:
+    space_role = db.session.scalar(select(SpaceRole).where(SpaceRole.id == role_id, SpaceRole.space_id == space.id))
+    if space_role is None:
+        abort(404)
+    return space_role
+
+
+@bp.route("/spaces/<key>/permissions/<int:role_id>", methods=["POST"])
+@login_required
+def change_role(key, role_id):
+    space = space_for(key, ADMIN)
+    space_role = _role_or_404(space, role_id)
+    form = ChangeRoleForm()
+    error = None
+    if form.validate_on_submit():
+        try:
+            grant(space, space_role.user, form.role.data)
+        except SpaceError as exc:
+            db.session.rollback()
+            error = str(exc)
+        else:
+            db.session.commit()
+    else:
+        error = "Choose View, Edit or Space admin."
+    if not is_htmx():
+        flash(error or "Role changed.", "error" if error else "success")
+        return redirect(url_for("spaces.permissions", key=space.key))
+    db.session.refresh(space_role)
+    return partial("spaces/_role_row.html", space=space, r=space_role, error=error, role_labels=ROLE_LABELS)
+
+
+@bp.route("/spaces/<key>/permissions/<int:role_id>/remove", methods=["POST"])
+@login_required
+def remove_role(key, role_id):
+    space = space_for(key, ADMIN)
+    space_role = _role_or_404(space, role_id)
+    try:
+        revoke(space, space_role)
+    except SpaceError as exc:
+        db.session.rollback()
+        if not is_htmx():
+            flash(str(exc), "error")
+            return redirect(url_for("spaces.permissions", key=space.key))
+        return partial("spaces/_role_row.html", space=space, r=space_role, error=str(exc), role_labels=ROLE_LABELS)
+    db.session.commit()
+    if not is_htmx():
+        flash("Removed.", "success")
+        return redirect(url_for("spaces.permissions", key=space.key))
+    return partial("_empty.html")  # swapping in nothing removes the row

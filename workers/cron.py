@@ -1,0 +1,11 @@
+"""The one `rq cron` configuration: what runs when. Run exactly one `rq cron workers.cron`."""
+import os
+
+from rq import cron
+
+from workers.system import sweep
+
+QUEUE = os.environ.get("SPACEMAIL_QUEUE", "spacemail")
+
+# Interval jobs also fire when `rq cron` starts, so a restart sweeps at once.
+cron.register(sweep, QUEUE, interval=60, job_timeout=120)
