@@ -118,7 +118,7 @@ def _register_errors(app: Flask) -> None:
 def _register_templates(app: Flask) -> None:
     from flask_login import current_user
 
-    from webapp.admin.models import SiteSettings
+    from webapp.settings import SiteSettings
     from webapp.spaces.access import role_in
     from webapp.timeutil import format_local
 

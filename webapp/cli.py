@@ -9,7 +9,7 @@ def register_cli(app: Flask) -> None:
     @app.cli.command("setup-link")
     def setup_link():
         """Print a one-time link that creates the first system administrator (only while none exists)."""
-        from webapp.admin.services import base_url
+        from webapp.settings import base_url
         from webapp.auth.services import issue_setup_token
 
         token = issue_setup_token()
@@ -41,7 +41,7 @@ def register_cli(app: Flask) -> None:
             user = create_user(form.username.data, form.email.data, form.full_name.data, password, is_admin=True)
         except AuthError as exc:
             raise click.ClickException(str(exc))
-        from webapp.admin.models import SiteSettings
+        from webapp.settings import SiteSettings
 
         SiteSettings.get().setup_token_hash = None
         db.session.commit()

@@ -46,6 +46,8 @@ class Config:
         self.REMEMBER_COOKIE_SAMESITE = "Lax"
         self.WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
         self.TESTING = False
+        # werkzeug's scrypt; tests lower the cost (same code path, fewer rounds).
+        self.PASSWORD_HASH_METHOD = "scrypt"
 
 
 def sqlite_pragmas(dbapi_connection, _record) -> None:

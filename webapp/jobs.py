@@ -54,8 +54,11 @@ def get_queue() -> Queue:
 
 
 def enqueue_after_commit(func, *args, job_id: str | None = None, **options) -> None:
-    """Queue `func(*args)` when the current transaction commits; drop it if it rolls back."""
-    db.session.info.setdefault(_PENDING, []).append((func, args, job_id, options))
+    """Queue `func(*args)` when the current transaction commits; drop it if it (or its savepoint) rolls back."""
+    session = db.session()
+    session.connection()  # begin, so there is a transaction to tie the job to
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_PENDING, []).append((transaction, func, args, job_id, options))
 
 
 def start_job(kind: str, func, *args, user=None) -> JobRun:
@@ -74,7 +77,7 @@ def _enqueue_pending(session: Session) -> None:
         return
     queue = get_queue()
     try:
-        for func, args, job_id, options in pending:
+        for _transaction, func, args, job_id, options in pending:
             queue.enqueue(func, *args, job_id=job_id, **options)
     except RedisError:
         # The rows are committed; the sweeper settles what Redis never got (see workers/system.py).
@@ -83,5 +86,15 @@ def _enqueue_pending(session: Session) -> None:
 
 @event.listens_for(Session, "after_soft_rollback")
 def _forget_pending(session: Session, previous_transaction) -> None:
-    if previous_transaction.parent is None:  # a rolled-back savepoint keeps the outer jobs
-        session.info.pop(_PENDING, None)
+    """Drop the jobs of the transaction that rolled back and of the savepoints inside it."""
+    pending = session.info.get(_PENDING)
+    if pending:
+        session.info[_PENDING] = [item for item in pending if not _within(item[0], previous_transaction)]
+
+
+def _within(transaction, ancestor) -> bool:
+    while transaction is not None:
+        if transaction is ancestor:
+            return True
+        transaction = transaction.parent
+    return False

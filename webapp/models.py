@@ -1,5 +1,5 @@
 """Every model, imported in one place so Alembic and create_all see all tables."""
-from webapp.admin.models import SiteSettings  # noqa: F401
+from webapp.settings import SiteSettings  # noqa: F401
 from webapp.auth.models import User  # noqa: F401
 from webapp.jobs import JobRun  # noqa: F401
 from webapp.spaces.models import Space, SpaceRole  # noqa: F401

@@ -35,6 +35,6 @@ def format_local(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
         return "never"
     from zoneinfo import ZoneInfo
 
-    from webapp.admin.models import SiteSettings
+    from webapp.settings import SiteSettings
 
     return value.astimezone(ZoneInfo(SiteSettings.get().time_zone)).strftime(fmt)

@@ -8,7 +8,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from sqlalchemy import select
 
-from webapp.admin.models import SiteSettings
+from webapp.settings import SiteSettings
 from webapp.extensions import db
 from webapp.jobs import FAILED, QUEUED, RUNNING, JobRun, redis_connection
 from webapp.timeutil import utcnow

@@ -3,6 +3,7 @@ from zoneinfo import available_timezones
 
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, SelectField, StringField, SubmitField, URLField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length, Optional, URL, ValidationError
 
 from webapp.auth.forms import NewPasswordFields, PersonFields, no_control_chars
@@ -34,7 +35,7 @@ class SiteSettingsForm(FlaskForm):
         validators=[Optional(), URL(require_tld=False, message="Enter a full URL."), http_url, Length(max=300)],
         filters=[lambda v: v.strip().rstrip("/") if isinstance(v, str) else v],
     )
-    time_zone = SelectField("Time zone", choices=[(z, z) for z in TIME_ZONES], default="UTC")
+    time_zone = SelectField("Time zone", choices=[SelectChoice(z) for z in TIME_ZONES], default="UTC")
     submit = SubmitField("Save settings")
 
 

@@ -7,7 +7,7 @@ from rq import Worker
 
 from webapp.admin import bp, services
 from webapp.admin.forms import NewUserForm, SiteSettingsForm, ToggleForm
-from webapp.admin.models import SiteSettings
+from webapp.settings import SiteSettings
 from webapp.auth.models import User
 from webapp.auth.services import AuthError, create_user
 from webapp.extensions import db

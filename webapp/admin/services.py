@@ -1,7 +1,7 @@
 """System administration: people, apps, site settings."""
 from sqlalchemy import func, select
 
-from webapp.admin.models import SiteSettings
+from webapp.settings import SiteSettings
 from webapp.auth.models import User
 from webapp.extensions import db
 
@@ -52,9 +52,3 @@ def update_site_settings(site_title: str, base_url: str, time_zone: str) -> None
     settings = SiteSettings.get()
     settings.site_title, settings.base_url, settings.time_zone = site_title, base_url or "", time_zone
 
-
-def base_url() -> str:
-    """Where links in emails point: the admin's setting, else SPACEMAIL_BASE_URL; never a request's Host."""
-    from flask import current_app
-
-    return SiteSettings.get().base_url or current_app.config["BASE_URL"]

@@ -1,6 +1,7 @@
 """People who sign in."""
 from datetime import datetime
 
+from flask import current_app
 from flask_login import UserMixin
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -37,7 +38,7 @@ class User(UserMixin, db.Model):
         return f"{self.id}.{self.auth_version}"
 
     def set_password(self, password: str) -> None:
-        self.password_hash = generate_password_hash(password)  # werkzeug's default: scrypt
+        self.password_hash = generate_password_hash(password, method=current_app.config["PASSWORD_HASH_METHOD"])
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)

@@ -5,7 +5,7 @@ import secrets
 
 from sqlalchemy import func, or_, select, update
 
-from webapp.admin.models import SiteSettings
+from webapp.settings import SiteSettings
 from webapp.auth.models import User
 from webapp.extensions import db
 from webapp.timeutil import utcnow

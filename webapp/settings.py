@@ -1,4 +1,4 @@
-"""Site-wide settings, one row."""
+"""Site-wide settings, one row. Every package reads them, so they live outside any blueprint."""
 from datetime import datetime
 
 from sqlalchemy.orm import Mapped, mapped_column
@@ -28,3 +28,10 @@ class SiteSettings(db.Model):
             db.session.add(row)
             db.session.flush()
         return row
+
+
+def base_url() -> str:
+    """Where links in emails point: the admin's setting, else SPACEMAIL_BASE_URL; never a request's Host."""
+    from flask import current_app
+
+    return SiteSettings.get().base_url or current_app.config["BASE_URL"]

@@ -1,0 +1,205 @@
+"""Shared fixtures: real redis-server, a fresh database per test, signed-in clients, a real RQ worker."""
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+_INSTANCE = tempfile.mkdtemp(prefix="spacemail-test-instance-")
+os.environ["SPACEMAIL_INSTANCE_DIR"] = _INSTANCE  # before webapp is imported
+
+from flask.testing import FlaskClient  # noqa: E402
+from redis import Redis  # noqa: E402
+from rq import Queue, SimpleWorker  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from webapp import create_app  # noqa: E402
+from webapp.extensions import db as _db  # noqa: E402
+
+TEST_KEY = "n7Zb7bJyIoxyw7n3ZxQJ1w0tJx1Q0sHkqJ2ZfQ0Xb0M="
+PASSWORD = "correct horse battery"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing answered on port {port}")
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real redis-server of our own on a free loopback port, stopped at the end."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not installed: run ./scripts/test, which installs it"
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="spacemail-redis-")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _postgres_url() -> str | None:
+    return os.environ.get("SPACEMAIL_TEST_POSTGRES_URL") if os.environ.get("SPACEMAIL_TEST_DB") == "postgres" else None
+
+
+@pytest.fixture(scope="session")
+def postgres_database():
+    """With SPACEMAIL_TEST_DB=postgres: a throwaway database on the given server for this session."""
+    server = _postgres_url()
+    if server is None:
+        yield None
+        return
+    name = f"spacemail_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = server.rsplit("/", 1)[0] + "/" + name
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def database_url(tmp_path, postgres_database) -> str:
+    if postgres_database:
+        return postgres_database
+    return f"sqlite:///{tmp_path / 'spacemail.db'}"
+
+
+@pytest.fixture
+def app(tmp_path, redis_server, postgres_database):
+    """The app on a fresh database (every table empty but the settings row) and an empty Redis."""
+    app = create_app({
+        "TESTING": True,
+        "SECRET_KEY": "test-secret",
+        "SQLALCHEMY_DATABASE_URI": database_url(tmp_path, postgres_database),
+        "REDIS_URL": redis_server,
+        "RQ_QUEUE": "spacemail",
+        "ENCRYPTION_KEYS": [TEST_KEY],
+        "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
+        "BASE_URL": "http://spacemail.test",
+    })
+    Redis.from_url(redis_server).flushall()
+    with app.app_context():
+        _db.drop_all()
+        _db.create_all()
+        from webapp.settings import SiteSettings
+
+        SiteSettings.get()
+        _db.session.commit()
+        yield app
+        _db.session.remove()
+        _db.engine.dispose()
+
+
+@pytest.fixture
+def db(app):
+    return _db
+
+
+class Client(FlaskClient):
+    """A test client that sends the form's CSRF token unless told not to (csrf=False)."""
+
+    token = None
+
+    def open(self, *args, **kwargs):
+        # A fresh app context per request, as in production: its own `g` (Flask-Login's cached user,
+        # Flask-WTF's token) and its own database session, never the test's.
+        with self.application.app_context():
+            return super().open(*args, **kwargs)
+
+    def csrf_token(self) -> str:
+        if self.token is None:
+            page = super().get("/login", follow_redirects=True).get_data(as_text=True)
+            self.token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"|"X-CSRFToken": "([^"]+)"', page)
+            self.token = next(g for g in self.token.groups() if g)
+        return self.token
+
+    def post(self, *args, csrf=True, data=None, **kwargs):
+        data = dict(data or {})
+        if csrf:
+            data.setdefault("csrf_token", self.csrf_token())
+        return super().post(*args, data=data, **kwargs)
+
+    def htmx_get(self, url, **kwargs):
+        return self.get(url, headers={"HX-Request": "true"}, **kwargs)
+
+    def htmx_post(self, url, **kwargs):
+        return self.post(url, headers={"HX-Request": "true"}, **kwargs)
+
+
+@pytest.fixture
+def client(app):
+    app.test_client_class = Client
+    return app.test_client()
+
+
+@pytest.fixture
+def make_user(app):
+    """make_user("ann", admin=True) -> a committed User with PASSWORD as password."""
+    from webapp.auth.services import create_user
+
+    def make(username, *, admin=False, full_name=None, can_create_spaces=False):
+        user = create_user(username, f"{username}@example.org", full_name or username.title(), PASSWORD,
+                           is_admin=admin)
+        user.can_create_spaces = can_create_spaces
+        _db.session.commit()
+        return user
+
+    return make
+
+
+@pytest.fixture
+def login(app, client):
+    """login(user) signs the test client in through the real sign-in form."""
+
+    def do(user, c=None):
+        c = c or client
+        response = c.post("/login", data={"login": user.username, "password": PASSWORD})
+        assert response.status_code == 302, response.get_data(as_text=True)
+        return c
+
+    return do
+
+
+@pytest.fixture
+def run_jobs(app, redis_server):
+    """Run every queued job in a real RQ SimpleWorker (burst) against the real redis-server."""
+
+    def run() -> int:
+        connection = Redis.from_url(redis_server)
+        queue = Queue(app.config["RQ_QUEUE"], connection=connection)
+        count = len(queue)
+        with app.app_context():  # the worker gets its own session, as a worker process would
+            SimpleWorker([queue], connection=connection).work(burst=True)
+        _db.session.expire_all()  # the test then reads what the worker wrote
+        return count
+
+    return run

@@ -1,0 +1,147 @@
+"""The permission matrix: every route x every kind of person -> the status they get.
+
+A route added later without a row here fails test_every_route_has_a_row.
+"""
+from types import SimpleNamespace
+
+import pytest
+
+from webapp.jobs import JobRun
+from webapp.spaces.models import ADMIN, VIEW, SpaceRole
+from webapp.spaces.services import create_site_space
+
+ACTORS = ("anonymous", "user", "viewer", "other_admin", "space_admin", "sysadmin")
+OK, LOGIN = "ok", "login"
+
+
+def expect(anonymous=LOGIN, user=OK, viewer=OK, other_admin=OK, space_admin=OK, sysadmin=OK):
+    return dict(anonymous=anonymous, user=user, viewer=viewer, other_admin=other_admin,
+                space_admin=space_admin, sysadmin=sysadmin)
+
+
+ADMIN_ONLY = expect(user=403, viewer=403, other_admin=403, space_admin=403)
+SPACE_ADMIN = expect(user=403, viewer=403, other_admin=403)
+SPACE_VIEW = expect(user=403, other_admin=403)
+SIGNED_IN = expect()
+PUBLIC = expect(anonymous=OK)
+NOT_FOUND = expect(user=404, viewer=404, other_admin=404, space_admin=404, sysadmin=404)
+
+# (endpoint, method, url kwargs from the world, form data, expectation)
+MATRIX = [
+    ("auth.login", "GET", {}, None, PUBLIC),
+    ("auth.login", "POST", {}, {}, PUBLIC),
+    ("auth.logout", "POST", {}, {}, expect(*[LOGIN] * 6)),  # always back to the sign-in page
+    ("auth.setup", "GET", {}, None, expect(*[404] * 6)),
+    ("auth.setup", "POST", {}, {}, expect(*[404] * 6)),
+    ("auth.profile", "GET", {}, None, SIGNED_IN),
+    ("auth.profile", "POST", {}, {}, SIGNED_IN),
+    ("auth.change_password", "POST", {}, {}, SIGNED_IN),
+    ("spaces.index", "GET", {}, None, SIGNED_IN),
+    ("spaces.directory", "GET", {}, None, SIGNED_IN),
+    ("spaces.new_space", "GET", {}, None, expect(user=403, viewer=403, other_admin=403, space_admin=403)),
+    ("spaces.new_space", "POST", {}, {}, expect(user=403, viewer=403, other_admin=403, space_admin=403)),
+    ("spaces.home", "GET", {"key": "TEAM"}, None, SPACE_VIEW),
+    ("spaces.home", "GET", {"key": "NOPE"}, None, NOT_FOUND),
+    ("spaces.home", "GET", {"key": "~viewer"}, None, expect(user=403, other_admin=403, space_admin=403)),
+    ("spaces.settings", "GET", {"key": "TEAM"}, None, SPACE_ADMIN),
+    ("spaces.settings", "POST", {"key": "TEAM"}, {}, SPACE_ADMIN),
+    ("spaces.settings", "GET", {"key": "~viewer"}, None, expect(user=403, other_admin=403, space_admin=403)),
+    ("spaces.permissions", "GET", {"key": "TEAM"}, None, SPACE_ADMIN),
+    ("spaces.permissions", "POST", {"key": "TEAM"}, {}, SPACE_ADMIN),
+    ("spaces.change_role", "POST", {"key": "TEAM", "role_id": "victim_role"}, {"role": "edit"}, SPACE_ADMIN),
+    ("spaces.change_role", "POST", {"key": "OTHER", "role_id": "victim_role"}, {"role": "edit"},
+     expect(user=403, viewer=403, other_admin=404, space_admin=403, sysadmin=404)),
+    ("spaces.remove_role", "POST", {"key": "TEAM", "role_id": "victim_role"}, {}, SPACE_ADMIN),
+    ("admin.index", "GET", {}, None, ADMIN_ONLY),
+    ("admin.users", "GET", {}, None, ADMIN_ONLY),
+    ("admin.new_user", "GET", {}, None, ADMIN_ONLY),
+    ("admin.new_user", "POST", {}, {}, ADMIN_ONLY),
+    ("admin.set_user_flag", "POST", {"user_id": "victim", "flag": "active"}, {"value": "on"}, ADMIN_ONLY),
+    ("admin.apps", "GET", {}, None, ADMIN_ONLY),
+    ("admin.toggle_mail_archiving", "POST", {}, {"value": "on"}, ADMIN_ONLY),
+    ("admin.settings", "GET", {}, None, ADMIN_ONLY),
+    ("admin.settings", "POST", {}, {}, ADMIN_ONLY),
+    ("admin.system", "GET", {}, None, ADMIN_ONLY),
+    ("admin.start_worker_check", "POST", {}, {}, ADMIN_ONLY),
+    ("admin.job_status", "GET", {"run_id": "job"}, None, ADMIN_ONLY),
+    ("static", "GET", {"filename": "app.css"}, None, PUBLIC),
+]
+
+
+@pytest.fixture
+def world(db, make_user):
+    """TEAM (viewer, space_admin, victim) and OTHER (other_admin) site spaces, and one job run."""
+    people = {name: make_user(name) for name in ("user", "viewer", "other_admin", "space_admin", "victim")}
+    people["sysadmin"] = make_user("sysadmin", admin=True)
+    team = create_site_space(people["space_admin"], "TEAM", "Team")
+    other = create_site_space(people["other_admin"], "OTHER", "Other")
+    db.session.add(SpaceRole(space=team, user=people["viewer"], role=VIEW))
+    victim_role = SpaceRole(space=team, user=people["victim"], role=VIEW)
+    db.session.add(victim_role)
+    db.session.add(SpaceRole(space=other, user=people["space_admin"], role=VIEW))
+    run = JobRun(kind="worker-check")
+    db.session.add(run)
+    db.session.commit()
+    ids = {"victim_role": victim_role.id, "victim": people["victim"].id, "job": run.id}
+    return SimpleNamespace(people=people, ids=ids)
+
+
+def _url(app, endpoint, kwargs, ids):
+    values = {k: ids.get(v, v) if isinstance(v, str) else v for k, v in kwargs.items()}
+    with app.test_request_context():
+        from flask import url_for
+
+        return url_for(endpoint, **values)
+
+
+def _outcome(response) -> object:
+    location = response.headers.get("Location", "")
+    if response.status_code == 302 and location.startswith("/login"):
+        return LOGIN
+    if response.status_code in (200, 302):
+        return OK
+    return response.status_code
+
+
+CASES = [
+    pytest.param(endpoint, method, kwargs, data, actor, wanted[actor],
+                 id=f"{method} {endpoint} {'/'.join(map(str, kwargs.values()))} as {actor}")
+    for endpoint, method, kwargs, data, wanted in MATRIX
+    for actor in ACTORS
+]
+
+
+@pytest.mark.parametrize("endpoint, method, kwargs, data, actor, wanted", CASES)
+def test_permission(app, client, login, world, endpoint, method, kwargs, data, actor, wanted):
+    if actor != "anonymous":
+        login(world.people[actor])
+    url = _url(app, endpoint, kwargs, world.ids)
+    response = client.get(url) if method == "GET" else client.post(url, data=data)
+    body = response.get_data(as_text=True)
+    response.close()
+    assert _outcome(response) == wanted, body[:400]
+
+
+def test_every_route_has_a_row(app):
+    covered = {(endpoint, method) for endpoint, method, *_ in MATRIX}
+    routes = {
+        (rule.endpoint, method)
+        for rule in app.url_map.iter_rules()
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    assert routes - covered == set(), "add these routes to the permission matrix"
+    assert covered - routes == set(), "the matrix names routes that no longer exist"
+
+
+def test_system_admin_administers_every_space_and_owner_their_own(app, world, db):
+    from webapp.spaces.access import role_in
+    from webapp.spaces.models import Space
+
+    team = db.session.query(Space).filter_by(key="TEAM").one()
+    personal = db.session.query(Space).filter_by(key="~viewer").one()
+    assert role_in(world.people["sysadmin"], team) == ADMIN
+    assert role_in(world.people["viewer"], personal) == ADMIN
+    assert role_in(world.people["viewer"], team) == VIEW
+    assert role_in(world.people["user"], team) is None
+    team.everyone_can_view = True
+    assert role_in(world.people["user"], team) == VIEW
