@@ -1,5 +1,4 @@
 """The Spacemail web app: create_app() wires config, extensions, blueprints, errors and CLI."""
-import logging
 from pathlib import Path
 
 from flask import Flask, flash, redirect, render_template, request, url_for
@@ -20,7 +19,6 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.from_object(Config())
     app.config.update(config or {})
     INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(Path(app.root_path).parent / "migrations"))
