@@ -1,6 +1,7 @@
 """`flask` commands: first-run link, create-admin."""
 import click
 from flask import Flask
+from werkzeug.datastructures import MultiDict
 
 from webapp.extensions import db
 
@@ -24,15 +25,15 @@ def register_cli(app: Flask) -> None:
     @click.option("--full-name", prompt="Full name")
     @click.password_option()
     def create_admin(username, email, full_name, password):
-        """Create a system administrator from the shell."""
+        """Create a system administrator from the shell (the same checks as the setup page)."""
         from webapp.auth.forms import SetupForm
         from webapp.auth.services import AuthError, create_user
 
         with app.test_request_context():
-            form = SetupForm(meta={"csrf": False}, data={
+            form = SetupForm(meta={"csrf": False}, formdata=MultiDict({
                 "username": username, "email": email, "full_name": full_name,
                 "password": password, "confirm": password,
-            })
+            }))
             if not form.validate():
                 for field, errors in form.errors.items():
                     click.echo(f"{field}: {'; '.join(errors)}", err=True)
