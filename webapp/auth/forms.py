@@ -47,13 +47,21 @@ class PersonFields(FlaskForm):
     )
 
 
-class NewPasswordFields(FlaskForm):
-    password = PasswordField(
-        "Password", validators=[InputRequired(), Length(min=10, max=256, message="Use 10 to 256 characters.")]
+def new_password_field(label: str = "Password") -> PasswordField:
+    return PasswordField(
+        label, validators=[InputRequired(), Length(min=10, max=256, message="Use 10 to 256 characters.")]
     )
-    confirm = PasswordField(
+
+
+def confirm_field() -> PasswordField:
+    return PasswordField(
         "Repeat password", validators=[InputRequired(), EqualTo("password", message="The passwords differ.")]
     )
+
+
+class NewPasswordFields(FlaskForm):
+    password = new_password_field()
+    confirm = confirm_field()
 
 
 class SetupForm(PersonFields, NewPasswordFields):
@@ -66,6 +74,8 @@ class ProfileForm(FlaskForm):
     submit = SubmitField("Save profile")
 
 
-class ChangePasswordForm(NewPasswordFields):
+class ChangePasswordForm(FlaskForm):
     current = PasswordField("Current password", validators=[InputRequired(), Length(max=256)])
+    password = new_password_field("New password")
+    confirm = confirm_field()
     submit = SubmitField("Change password")
