@@ -6,6 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from webapp.archive.models import ConnectionTest
+from webapp.archive.services import AccountData, create_account
 from webapp.jobs import JobRun
 from webapp.spaces.models import ADMIN, VIEW, SpaceRole
 from webapp.spaces.services import create_site_space
@@ -25,6 +27,9 @@ SPACE_VIEW = expect(user=403, other_admin=403)
 SIGNED_IN = expect()
 PUBLIC = expect(anonymous=OK)
 NOT_FOUND = expect(user=404, viewer=404, other_admin=404, space_admin=404, sysadmin=404)
+PERSONAL_SPACE = expect(user=403, viewer=403, other_admin=403, space_admin=403, sysadmin=403)
+# TEAM's account addressed through OTHER: whoever administers OTHER learns nothing more than 404.
+OTHER_SPACES_THING = expect(user=403, viewer=403, other_admin=404, space_admin=403, sysadmin=404)
 
 # (endpoint, method, url kwargs from the world, form data, expectation)
 MATRIX = [
@@ -64,8 +69,36 @@ MATRIX = [
     ("admin.system", "GET", {}, None, ADMIN_ONLY),
     ("admin.start_worker_check", "POST", {}, {}, ADMIN_ONLY),
     ("admin.job_status", "GET", {"run_id": "job"}, None, ADMIN_ONLY),
+    ("admin.mail_archiving", "GET", {}, None, ADMIN_ONLY),
+    ("admin.mail_archiving", "POST", {}, {}, ADMIN_ONLY),
     ("static", "GET", {"filename": "app.css"}, None, PUBLIC),
+    # Mail archive: site spaces only (personal: 403 for everyone), space admins manage accounts.
+    ("archive.accounts", "GET", {"key": "TEAM"}, None, SPACE_ADMIN),
+    ("archive.accounts", "GET", {"key": "~viewer"}, None, PERSONAL_SPACE),
+    ("archive.new_account", "GET", {"key": "TEAM"}, None, SPACE_ADMIN),
+    ("archive.new_account", "POST", {"key": "TEAM"}, {}, SPACE_ADMIN),
+    ("archive.new_account", "POST", {"key": "~viewer"}, {}, PERSONAL_SPACE),
+    ("archive.edit_account", "GET", {"key": "TEAM", "account_id": "account"}, None, SPACE_ADMIN),
+    ("archive.edit_account", "POST", {"key": "TEAM", "account_id": "account"}, {}, SPACE_ADMIN),
+    ("archive.edit_account", "GET", {"key": "OTHER", "account_id": "account"}, None, OTHER_SPACES_THING),
+    ("archive.remove_account", "GET", {"key": "TEAM", "account_id": "account"}, None, SPACE_ADMIN),
+    ("archive.remove_account", "POST", {"key": "TEAM", "account_id": "account"}, {}, SPACE_ADMIN),
+    ("archive.remove_account", "POST", {"key": "OTHER", "account_id": "account"}, {}, OTHER_SPACES_THING),
+    ("archive.toggle_account", "POST", {"key": "TEAM", "account_id": "account"}, {"value": "on"}, SPACE_ADMIN),
+    ("archive.protocol_fields", "GET", {"key": "TEAM"}, None, SPACE_ADMIN),
+    ("archive.test_connection", "POST", {"key": "TEAM"}, {}, SPACE_ADMIN),
+    ("archive.test_status", "GET", {"key": "TEAM", "run_id": "connection_test"}, None,
+     expect(user=403, viewer=403, other_admin=403, sysadmin=404)),  # only its starter sees a test's result
+    ("archive.mail", "GET", {"key": "TEAM"}, None, SPACE_VIEW),
+    ("archive.mail", "GET", {"key": "~viewer"}, None, PERSONAL_SPACE),
+    ("archive.fetch_now", "POST", {"key": "TEAM"}, {}, SPACE_ADMIN),
+    ("archive.fetch_status", "GET", {"key": "TEAM"}, None, SPACE_ADMIN),
 ]
+
+
+def account_data(host, username):
+    return AccountData(name=username, description="", protocol="imaps", host=host, port=993, username=username,
+                       password="pw", require_starttls=False, folder="INBOX", trusted_ca_pem="", keep_on_server=False)
 
 
 @pytest.fixture
@@ -81,8 +114,15 @@ def world(db, make_user):
     db.session.add(SpaceRole(space=other, user=people["space_admin"], role=VIEW))
     run = JobRun(kind="worker-check")
     db.session.add(run)
+    account = create_account(team, account_data("mail.example.org", "team@example.org"))
+    create_account(other, account_data("mail.example.net", "other@example.net"))
+    test_run = JobRun(kind="connection-test", created_by_id=people["space_admin"].id)
+    db.session.add(test_run)
+    db.session.flush()
+    db.session.add(ConnectionTest(job_run_id=test_run.id, space_id=team.id, settings={}, result={"ok": True}))
     db.session.commit()
-    ids = {"victim_role": victim_role.id, "victim": people["victim"].id, "job": run.id}
+    ids = {"victim_role": victim_role.id, "victim": people["victim"].id, "job": run.id, "account": account.id,
+           "connection_test": test_run.id}
     return SimpleNamespace(people=people, ids=ids)
 
 

@@ -8,7 +8,7 @@ from werkzeug.exceptions import HTTPException
 
 from webapp.config import INSTANCE_DIR, Config, sqlite_pragmas
 from webapp import extensions
-from webapp.extensions import csrf, db, login_manager, migrate
+from webapp.extensions import csrf, db, limiter, login_manager, migrate
 from webapp.htmx import is_htmx
 from webapp.security import SecretBox, set_security_headers
 
@@ -18,6 +18,7 @@ def create_app(config: dict | None = None) -> Flask:
                 static_folder="../static")
     app.config.from_object(Config())
     app.config.update(config or {})
+    app.config["RATELIMIT_STORAGE_URI"] = app.config["REDIS_URL"]  # one Redis for jobs and rate limits
     INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
 
     db.init_app(app)
@@ -25,6 +26,7 @@ def create_app(config: dict | None = None) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
     extensions.htmx.init_app(app)
+    limiter.init_app(app)
     app.extensions["spacemail.secret_box"] = SecretBox(app.config["ENCRYPTION_KEYS"])
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
@@ -32,12 +34,14 @@ def create_app(config: dict | None = None) -> Flask:
 
     from webapp import models  # noqa: F401  (every table, for Alembic and create_all)
     from webapp.admin import bp as admin_bp
+    from webapp.archive import bp as archive_bp
     from webapp.auth import bp as auth_bp
     from webapp.spaces import bp as spaces_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(spaces_bp)
     app.register_blueprint(admin_bp)
+    app.register_blueprint(archive_bp)
 
     _register_login(app)
     _register_errors(app)
@@ -78,6 +82,7 @@ def _register_login(app: Flask) -> None:
 
 ERROR_TEXT = {
     400: ("Bad request", "The form was stale or incomplete. Reload the page and try again."),
+    429: ("Too many requests", "Wait a minute, then try again."),
     403: ("Not allowed", "You do not have permission to see or change this. A space admin can give you a role."),
     404: ("Not found", "There is nothing here. It may have been removed, or the link is wrong."),
     405: ("Not allowed", "That action is not available here."),
@@ -104,7 +109,8 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc):
         if exc.code in ERROR_TEXT or exc.code == 429:
-            return render_error(exc.code, exc.description if exc.code == 429 else None)
+            custom = exc.description if exc.description != type(exc).description else None
+            return render_error(exc.code, custom)
         return exc
 
     @app.errorhandler(500)

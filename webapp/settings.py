@@ -15,6 +15,9 @@ class SiteSettings(db.Model):
     base_url: Mapped[str] = mapped_column(db.String(300), default="")
     time_zone: Mapped[str] = mapped_column(db.String(64), default="UTC")
     mail_archiving_enabled: Mapped[bool] = mapped_column(default=True)
+    # Networks and host names mail accounts may reach besides public addresses, one per line.
+    mail_host_allowlist: Mapped[str] = mapped_column(db.Text, default="")
+    fetch_interval_minutes: Mapped[int] = mapped_column(default=30)
     # The first-run link: only a hash is kept, and it is cleared when the first admin exists.
     setup_token_hash: Mapped[str | None] = mapped_column(db.String(128))
     last_sweep_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -7,6 +7,7 @@ from rq import Worker
 
 from webapp.admin import bp, services
 from webapp.admin.forms import NewUserForm, SiteSettingsForm, ToggleForm
+from webapp.archive.forms import MailArchivingSettingsForm
 from webapp.settings import SiteSettings
 from webapp.auth.models import User
 from webapp.auth.services import AuthError, create_user
@@ -103,6 +104,19 @@ def toggle_mail_archiving():
         db.session.commit()
     return page_or_partial("admin/apps.html", "admin/_app_mail_archiving.html",
                            settings=SiteSettings.get(), toggle_form=ToggleForm())
+
+
+@bp.route("/mail-archiving", methods=["GET", "POST"])
+@admin_required
+def mail_archiving():
+    settings = SiteSettings.get()
+    form = MailArchivingSettingsForm(obj=settings)
+    if form.validate_on_submit():
+        services.update_mail_archiving(form.mail_host_allowlist.data or "", form.fetch_interval_minutes.data)
+        db.session.commit()
+        flash("Mail archiving settings saved.", "success")
+        return redirect(url_for("admin.mail_archiving"))
+    return render_template("admin/mail_archiving.html", form=form, settings=settings)
 
 
 @bp.route("/settings", methods=["GET", "POST"])

@@ -52,3 +52,9 @@ def update_site_settings(site_title: str, base_url: str, time_zone: str) -> None
     settings = SiteSettings.get()
     settings.site_title, settings.base_url, settings.time_zone = site_title, base_url or "", time_zone
 
+
+
+def update_mail_archiving(allowlist: str, interval_minutes: int) -> None:
+    settings = SiteSettings.get()
+    settings.mail_host_allowlist = "\n".join(line.strip() for line in allowlist.splitlines() if line.strip())
+    settings.fetch_interval_minutes = interval_minutes

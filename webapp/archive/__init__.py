@@ -1,0 +1,4 @@
+from flask import Blueprint
+
+bp = Blueprint("archive", __name__)
+from webapp.archive import routes  # noqa: E402,F401

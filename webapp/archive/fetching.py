@@ -1,0 +1,160 @@
+"""One fetch of one account: lease, list, download in batches, commit, then delete. DESIGN.md §2."""
+import logging
+import uuid
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import or_, select, update
+
+from webapp.archive import ingest
+from webapp.archive.connect import MailboxError, resolve_allowed
+from webapp.archive.mailbox import open_session
+from webapp.archive.models import FetchRun, MailAccount, SeenMessage
+from webapp.archive.services import archiving_enabled, mailbox_settings
+from webapp.extensions import db
+from webapp.settings import SiteSettings
+from webapp.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+
+def take_lease(account_id: int, owner: str) -> bool:
+    """Atomically claim the account for `owner` unless a live lease is held by someone else."""
+    now = utcnow()
+    until = now + timedelta(seconds=current_app.config["FETCH_LEASE_SECONDS"])
+    taken = db.session.execute(update(MailAccount).where(
+        MailAccount.id == account_id,
+        or_(MailAccount.lease_until.is_(None), MailAccount.lease_until < now, MailAccount.lease_owner == owner),
+    ).values(lease_owner=owner, lease_until=until)).rowcount
+    db.session.commit()
+    return taken == 1
+
+
+def release_lease(account_id: int, owner: str) -> None:
+    db.session.execute(update(MailAccount).where(MailAccount.id == account_id, MailAccount.lease_owner == owner)
+                       .values(lease_owner=None, lease_until=None))
+    db.session.commit()
+
+
+def fetch(run: FetchRun) -> None:
+    """Run `run` to its end: done, failed with one clear cause, or skipped because another fetch holds the account."""
+    account = run.account
+    owner = uuid.uuid4().hex
+    if not archiving_enabled() or not account.enabled:
+        _finish(run, "skipped", None, "Mail archiving or this account is switched off.")
+        return
+    if not take_lease(account.id, owner):
+        _finish(run, "skipped", None, "Another fetch of this account was running.")
+        return
+    run.state, run.started_at = "running", utcnow()
+    db.session.commit()
+    try:
+        _fetch_all(run, account, owner)
+    except MailboxError as exc:
+        db.session.rollback()
+        account.consecutive_failures += 1
+        _finish(run, "failed", exc.kind, exc.message)
+    except Exception:
+        db.session.rollback()
+        log.exception("fetch of mail account %s failed", account.id)
+        account.consecutive_failures += 1
+        _finish(run, "failed", "internal", "The fetch failed unexpectedly; the worker log has the details.")
+    else:
+        account.consecutive_failures = 0
+        _finish(run, "done", None, None)
+    finally:
+        release_lease(account.id, owner)
+
+
+def _finish(run: FetchRun, state: str, error_class, message) -> None:
+    run.state, run.finished_at, run.error_class, run.error_message = state, utcnow(), error_class, message
+    db.session.commit()
+
+
+def _batches(items, count: int, max_bytes: int):
+    batch, size = [], 0
+    for item in items:
+        if batch and (len(batch) >= count or size + item.size > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(item)
+        size += item.size
+    if batch:
+        yield batch
+
+
+def _fetch_all(run: FetchRun, account: MailAccount, owner: str) -> None:
+    settings = mailbox_settings(account)
+    address = resolve_allowed(settings.host, settings.port, SiteSettings.get().mail_host_allowlist)
+    config = current_app.config
+    while True:  # one pass per session; POP3 ends its session at every batch's QUIT
+        session = open_session(settings, address)
+        try:
+            items = session.list_messages()
+            if session.settings.is_imap:
+                _check_uidvalidity(account, session.uidvalidity)
+            if run.total is None:
+                run.total = len(items)
+            seen = _seen(account.id, [i.server_id for i in items])
+            leftovers = [i for i in items if i.server_id in seen and not seen[i.server_id].deleted_on_server]
+            if leftovers and not account.keep_on_server:
+                _delete(session, leftovers, seen, run)  # archived before a crash, not yet removed
+                if session.deletes_end_session:
+                    continue
+            todo = [i for i in items if i.server_id not in seen]
+            if not todo:
+                return
+            for batch in _batches(todo, config["FETCH_BATCH_SIZE"], config["FETCH_BATCH_BYTES"]):
+                if not take_lease(account.id, owner):
+                    raise MailboxError("lease_lost", "Another worker took over this account's fetch.")
+                stored = _store_batch(run, account, session, batch)
+                db.session.commit()  # durable in the archive before anything is deleted on the server
+                if not account.keep_on_server:
+                    _delete(session, batch, stored, run)
+                    if session.deletes_end_session:
+                        break
+            else:
+                return
+        finally:
+            session.close()
+
+
+def _check_uidvalidity(account: MailAccount, uidvalidity: int) -> None:
+    """A new UIDVALIDITY means new server ids: the sha256 dedupe keeps re-downloads from doubling mail."""
+    if account.imap_uidvalidity != uidvalidity:
+        account.imap_uidvalidity = uidvalidity
+        db.session.commit()
+
+
+def _seen(account_id: int, server_ids: list[str]) -> dict[str, SeenMessage]:
+    found = {}
+    for start in range(0, len(server_ids), 500):
+        chunk = server_ids[start:start + 500]
+        for row in db.session.scalars(select(SeenMessage).where(SeenMessage.account_id == account_id,
+                                                                SeenMessage.server_id.in_(chunk))):
+            found[row.server_id] = row
+    return found
+
+
+def _store_batch(run: FetchRun, account: MailAccount, session, batch) -> dict[str, SeenMessage]:
+    stored = {}
+    for item, raw in session.download(batch):
+        message_id, created = ingest.store(account.space_id, account.id, raw)
+        seen = SeenMessage(account_id=account.id, server_id=item.server_id[:200], message_id=message_id)
+        db.session.add(seen)
+        stored[item.server_id] = seen
+        run.bytes += len(raw)
+        if created:
+            run.fetched += 1
+        else:
+            run.duplicates += 1
+    return stored
+
+
+def _delete(session, items, seen: dict, run: FetchRun) -> None:
+    items = [i for i in items if i.server_id in seen]
+    session.delete(items)
+    for item in items:
+        seen[item.server_id].deleted_on_server = True
+    run.deleted += len(items)
+    db.session.commit()

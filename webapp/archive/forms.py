@@ -1,0 +1,97 @@
+"""The mail account form and the system admin's mail archiving settings."""
+import ipaddress
+import re
+
+from cryptography import x509
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, IntegerField, PasswordField, SelectField, StringField, SubmitField, TextAreaField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import InputRequired, Length, NumberRange, Optional, ValidationError
+
+from webapp.archive.models import PROTOCOLS
+from webapp.archive.services import AccountData
+from webapp.auth.forms import no_control_chars
+
+_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*\.?$")
+
+
+def _strip(value):
+    return value.strip() if isinstance(value, str) else value
+
+
+def hostname(form, field):
+    value = field.data or ""
+    try:
+        ipaddress.ip_address(value)
+        return
+    except ValueError:
+        pass
+    if not _HOST.match(value):
+        raise ValidationError("Enter a host name such as mail.example.org, or an IP address.")
+
+
+def no_line_breaks(form, field):
+    if field.data and any(c in field.data for c in "\r\n\x00"):
+        raise ValidationError("Line breaks and NUL characters are not allowed here.")
+
+
+def pem_certificates(form, field):
+    if not field.data:
+        return
+    try:
+        x509.load_pem_x509_certificates(field.data.encode())
+    except ValueError:
+        raise ValidationError("Paste the CA certificate in PEM form (-----BEGIN CERTIFICATE----- …).") from None
+
+
+class AccountForm(FlaskForm):
+    name = StringField("Account name", validators=[InputRequired(), Length(max=100), no_control_chars],
+                       filters=[_strip])
+    description = TextAreaField("Description", validators=[Optional(), Length(max=1000)], filters=[_strip])
+    protocol = SelectField("Protocol", choices=[SelectChoice(k, v) for k, v in PROTOCOLS.items()], default="imaps")
+    host = StringField("Hostname", validators=[InputRequired(), Length(max=253), no_line_breaks, hostname],
+                       filters=[_strip])
+    port = IntegerField("Port", validators=[InputRequired(message="Enter a port number."),
+                                            NumberRange(1, 65535, "The port must be between 1 and 65535.")])
+    username = StringField("Username", validators=[InputRequired(), Length(max=254), no_line_breaks,
+                                                   no_control_chars], filters=[_strip])
+    password = PasswordField("Password", validators=[Length(max=1000), no_line_breaks])
+    require_starttls = BooleanField("Require STARTTLS (encrypt the plain port; never fall back)", default=True)
+    folder = StringField("Folder", default="INBOX", validators=[Length(max=200), no_line_breaks, no_control_chars],
+                         filters=[_strip])
+    trusted_ca_pem = TextAreaField(
+        "Trusted CA certificate (PEM, optional)",
+        description="Only for a server with a certificate from its own CA. Otherwise the system's trust store decides.",
+        validators=[Optional(), Length(max=20000), pem_certificates], filters=[_strip])
+    keep_on_server = BooleanField("Leave messages on the server and remember what was fetched")
+    submit = SubmitField("Create")
+
+    def data_object(self) -> AccountData:
+        return AccountData(
+            name=self.name.data, description=self.description.data or "", protocol=self.protocol.data,
+            host=self.host.data, port=self.port.data, username=self.username.data,
+            password=self.password.data or "", require_starttls=self.require_starttls.data,
+            folder=self.folder.data or "INBOX", trusted_ca_pem=self.trusted_ca_pem.data or "",
+            keep_on_server=self.keep_on_server.data,
+        )
+
+
+class MailArchivingSettingsForm(FlaskForm):
+    mail_host_allowlist = TextAreaField(
+        "Private hosts and networks mail accounts may reach",
+        description="One per line: 10.0.0.0/8, 192.168.1.20, 127.0.0.1, mail.lan. Public addresses are always allowed.",
+        validators=[Length(max=5000)])
+    fetch_interval_minutes = IntegerField("Fetch every (minutes)", default=30,
+                                          validators=[InputRequired(), NumberRange(5, 1440, "Choose 5 to 1440 minutes.")])
+    submit = SubmitField("Save")
+
+    def validate_mail_host_allowlist(self, field):
+        for line in (field.data or "").splitlines():
+            entry = line.split("#", 1)[0].strip()
+            if not entry:
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                if not _HOST.match(entry):
+                    raise ValidationError(f"“{entry[:60]}” is neither a network nor a host name.") from None

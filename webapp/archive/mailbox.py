@@ -1,0 +1,340 @@
+"""POP3 and IMAP sessions: connect (verified TLS), list, download, delete. One interface for both."""
+import contextlib
+import imaplib
+import poplib
+import re
+import socket
+import ssl
+from dataclasses import dataclass, field
+
+from webapp.archive.connect import (
+    MailboxError, MailboxSettings, check_fields, connect_socket, imap_utf7, peek_certificate, timed_out,
+    tls_context, untrusted_certificate,
+)
+
+MAX_LINE = 64 * 1024 * 1024  # a single line of a message may be long (base64 without wraps, HTML)
+
+
+@dataclass
+class ServerMessage:
+    server_id: str  # POP3 UIDL, or IMAP "uidvalidity:uid"
+    size: int
+    ref: int  # POP3 message number or IMAP UID, valid within this session
+
+
+@dataclass
+class SessionInfo:
+    tls_version: str | None = None
+    capabilities: list[str] = field(default_factory=list)
+    message_count: int = 0
+
+
+@contextlib.contextmanager
+def translate_errors(settings: MailboxSettings, address: str):
+    """Every failure leaves as one MailboxError; nothing a non-mail service said is echoed."""
+    try:
+        yield
+    except MailboxError:
+        raise
+    except ssl.SSLCertVerificationError as exc:
+        raise untrusted_certificate(exc, lambda: _peek(settings, address)) from None
+    except ssl.SSLError:
+        raise MailboxError("tls_failed", "TLS could not be negotiated. The port may expect plain text "
+                                         "(choose POP or IMAP with STARTTLS) or the server's TLS is outdated.") from None
+    except (TimeoutError, socket.timeout):
+        raise timed_out() from None
+    except (ConnectionError, EOFError, imaplib.IMAP4.abort):
+        raise MailboxError("closed", "The server closed the connection unexpectedly.") from None
+    except (imaplib.IMAP4.error, poplib.error_proto):
+        raise MailboxError("protocol_error", "The server gave an unexpected answer; the worker log has the "
+                                             "command that failed.") from None
+
+
+def _peek(settings: MailboxSettings, address: str) -> bytes:
+    preamble = None
+    if not settings.implicit_tls:
+        command = b"a1 STARTTLS\r\n" if settings.is_imap else b"STLS\r\n"
+
+        def preamble(sock):
+            sock.recv(4096)
+            sock.sendall(command)
+            sock.recv(4096)
+
+    return peek_certificate(address, settings.port, settings.host, settings.timeout, preamble)
+
+
+def not_a_mail_server(settings: MailboxSettings) -> MailboxError:
+    kind = "IMAP" if settings.is_imap else "POP3"
+    return MailboxError("not_mail_server", f"The server on port {settings.port} did not answer like a {kind} server. "
+                                           "Check the protocol and the port.")
+
+
+def starttls_missing() -> MailboxError:
+    return MailboxError("starttls_missing", "The server does not offer STARTTLS, which this account requires. "
+                                            "Use POPS or IMAPS if the server has a TLS port.")
+
+
+def login_refused() -> MailboxError:
+    return MailboxError("login_refused", "The server refused the username or password.")
+
+
+def uid_set(uids) -> str:
+    """1,2,3,7 -> '1:3,7' so a batch stays one short command."""
+    uids = sorted(uids)
+    parts, start, prev = [], None, None
+    for uid in uids:
+        if start is None:
+            start = prev = uid
+        elif uid == prev + 1:
+            prev = uid
+        else:
+            parts.append(f"{start}:{prev}" if start != prev else str(start))
+            start = prev = uid
+    if start is not None:
+        parts.append(f"{start}:{prev}" if start != prev else str(start))
+    return ",".join(parts)
+
+
+def open_session(settings: MailboxSettings, address: str):
+    """A signed-in session on the checked address, over TLS when the account says so."""
+    check_fields(settings)
+    cls = IMAPSession if settings.is_imap else POP3Session
+    return cls(settings, address)
+
+
+class _POP3(poplib.POP3):
+    def __init__(self, settings: MailboxSettings, address: str, context):
+        self._address, self._context = address, context
+        super().__init__(settings.host, settings.port, settings.timeout)
+
+    def _create_socket(self, timeout):
+        sock = connect_socket(self._address, self.port, timeout)
+        return self._context.wrap_socket(sock, server_hostname=self.host) if self._context else sock
+
+
+class POP3Session:
+    """POP3: deletions take effect at QUIT, so `delete` ends the session; reopen for the next batch."""
+
+    deletes_end_session = True
+
+    def __init__(self, settings: MailboxSettings, address: str) -> None:
+        self.settings, self.info, self.open = settings, SessionInfo(), False
+        context = tls_context(settings.trusted_ca_pem)
+        with translate_errors(settings, address):
+            try:
+                self.pop = _POP3(settings, address, context if settings.implicit_tls else None)
+            except poplib.error_proto:
+                raise not_a_mail_server(settings) from None
+            try:
+                self._start(settings, context)
+            except BaseException:
+                self.pop.close()
+                raise
+        self.open = True
+
+    def _start(self, settings: MailboxSettings, context) -> None:
+        capabilities = self._capabilities()
+        if settings.uses_starttls:
+            if "STLS" not in capabilities:
+                raise starttls_missing()
+            self.pop.stls(context)
+            capabilities = self._capabilities()
+        self.info.capabilities = sorted(capabilities)
+        self.pipelining = "PIPELINING" in capabilities
+        if isinstance(self.pop.sock, ssl.SSLSocket):
+            self.info.tls_version = self.pop.sock.version()
+        try:
+            self.pop.user(settings.username)
+            self.pop.pass_(settings.password)
+        except poplib.error_proto:
+            raise login_refused() from None
+        self.info.message_count = self.pop.stat()[0]
+
+    def _capabilities(self) -> dict:
+        try:
+            return self.pop.capa()
+        except poplib.error_proto:
+            return {}
+
+    def list_messages(self) -> list[ServerMessage]:
+        with translate_errors(self.settings, ""):
+            uids = dict(line.split(b" ", 1) for line in self.pop.uidl()[1])
+            sizes = dict(line.split(b" ", 1) for line in self.pop.list()[1])
+        return [ServerMessage(uid.strip().decode("ascii", "replace"), int(sizes.get(num, b"0")), int(num))
+                for num, uid in uids.items()]
+
+    def _send(self, commands: list[bytes]) -> None:
+        self.pop.sock.sendall(b"".join(commands))
+
+    def _status_ok(self) -> bool:
+        line = self.pop.file.readline(MAX_LINE)
+        if not line:
+            raise EOFError
+        return line.startswith(b"+OK")
+
+    def _read_multiline(self) -> bytes:
+        lines = []
+        while True:
+            line = self.pop.file.readline(MAX_LINE)
+            if not line:
+                raise EOFError
+            if line in (b".\r\n", b".\n"):
+                return b"".join(lines)
+            lines.append(line[1:] if line.startswith(b"..") else line)
+
+    def download(self, items: list[ServerMessage]):
+        """Yield (item, raw bytes) in order; RETRs are pipelined when the server allows it."""
+        with translate_errors(self.settings, ""):
+            step = len(items) if self.pipelining else 1
+            for start in range(0, len(items), step):
+                chunk = items[start:start + step]
+                self._send([b"RETR %d\r\n" % item.ref for item in chunk])
+                for item in chunk:
+                    if self._status_ok():
+                        yield item, self._read_multiline()
+
+    def delete(self, items: list[ServerMessage]) -> None:
+        """DELE each, then QUIT, which is when the server removes them."""
+        with translate_errors(self.settings, ""):
+            if items:
+                step = len(items) if self.pipelining else 1
+                for start in range(0, len(items), step):
+                    chunk = items[start:start + step]
+                    self._send([b"DELE %d\r\n" % item.ref for item in chunk])
+                    for _ in chunk:
+                        self._status_ok()
+            try:
+                self.pop.quit()
+            except poplib.error_proto:
+                raise MailboxError("delete_failed", "The server did not remove the fetched messages.") from None
+        self.open = False
+
+    def close(self) -> None:
+        if self.open:
+            with contextlib.suppress(Exception):
+                self.pop.quit()
+        self.open = False
+
+
+class _IMAP(imaplib.IMAP4):
+    def __init__(self, settings: MailboxSettings, address: str, context):
+        self._address, self._context = address, context
+        super().__init__(settings.host, settings.port, settings.timeout)
+
+    def _create_socket(self, timeout):
+        sock = connect_socket(self._address, self.port, timeout)
+        return self._context.wrap_socket(sock, server_hostname=self.host) if self._context else sock
+
+
+_FETCH_UID = re.compile(rb"UID (\d+)")
+_FETCH_ITEM = re.compile(rb"UID (\d+)|RFC822\.SIZE (\d+)|FLAGS \(([^)]*)\)")
+
+
+class IMAPSession:
+    """IMAP: BODY.PEEK[] downloads; deletes are UID STORE \\Deleted + UID EXPUNGE, never a bare EXPUNGE."""
+
+    deletes_end_session = False
+
+    def __init__(self, settings: MailboxSettings, address: str) -> None:
+        self.settings, self.info, self.open = settings, SessionInfo(), False
+        context = tls_context(settings.trusted_ca_pem)
+        with translate_errors(settings, address):
+            try:
+                self.imap = _IMAP(settings, address, context if settings.implicit_tls else None)
+            except imaplib.IMAP4.error:
+                raise not_a_mail_server(settings) from None
+            try:
+                self._start(settings, context)
+            except BaseException:
+                self.imap.shutdown()
+                raise
+        self.open = True
+
+    def _start(self, settings: MailboxSettings, context) -> None:
+        if settings.uses_starttls:
+            if "STARTTLS" not in self.imap.capabilities:
+                raise starttls_missing()
+            self.imap.starttls(context)
+        if isinstance(self.imap.sock, ssl.SSLSocket):
+            self.info.tls_version = self.imap.sock.version()
+        if "LOGINDISABLED" in self.imap.capabilities:
+            raise MailboxError("login_refused", "The server allows no sign-in without TLS: require STARTTLS "
+                                                "or use IMAPS.")
+        try:
+            self.imap.login(settings.username, settings.password)
+        except imaplib.IMAP4.error:
+            raise login_refused() from None
+        self.info.capabilities = sorted(self.imap.capability()[1][0].decode("ascii", "replace").split())
+        typ, data = self.imap.select('"%s"' % imap_utf7(settings.folder).replace("\\", "\\\\").replace('"', '\\"'))
+        if typ != "OK":
+            raise MailboxError("folder_missing", f"The folder {settings.folder} does not exist on the server.")
+        self.info.message_count = int(data[0] or 0)
+        self.uidvalidity = int(self.imap.response("UIDVALIDITY")[1][0])
+        self.uidplus = "UIDPLUS" in self.info.capabilities
+
+    def list_messages(self) -> list[ServerMessage]:
+        """Every message not flagged \\Deleted (another client's pending deletions are left alone)."""
+        if not self.info.message_count:
+            return []
+        with translate_errors(self.settings, ""):
+            typ, data = self.imap.uid("FETCH", "1:*", "(UID RFC822.SIZE FLAGS)")
+        found = []
+        for line in data:
+            if not isinstance(line, bytes):
+                continue
+            uid = size = None
+            flags = b""
+            for m in _FETCH_ITEM.finditer(line):
+                uid = int(m.group(1)) if m.group(1) else uid
+                size = int(m.group(2)) if m.group(2) else size
+                flags = m.group(3) if m.group(3) is not None else flags
+            if uid is not None and b"\\Deleted" not in flags:
+                found.append(ServerMessage(f"{self.uidvalidity}:{uid}", size or 0, uid))
+        return found
+
+    def download(self, items: list[ServerMessage]):
+        """One UID FETCH for the batch (the server streams it); yields (item, raw bytes)."""
+        by_uid = {item.ref: item for item in items}
+        with translate_errors(self.settings, ""):
+            typ, data = self.imap.uid("FETCH", uid_set(by_uid), "(UID BODY.PEEK[])")
+        pending = None
+        for part in data:
+            if isinstance(part, tuple):
+                pending = part
+                m = _FETCH_UID.search(part[0])
+                if m and int(m.group(1)) in by_uid:
+                    yield by_uid[int(m.group(1))], part[1]
+                    pending = None
+            elif pending is not None and isinstance(part, bytes):
+                m = _FETCH_UID.search(part)  # UID after the literal
+                if m and int(m.group(1)) in by_uid:
+                    yield by_uid[int(m.group(1))], pending[1]
+                pending = None
+
+    def delete(self, items: list[ServerMessage]) -> None:
+        if not items:
+            return
+        if not self.uidplus:
+            raise MailboxError("delete_unsupported", "The server lacks UIDPLUS, so fetched messages cannot be removed "
+                                                     "without touching others: they stay on the server.")
+        uids = uid_set(item.ref for item in items)
+        with translate_errors(self.settings, ""):
+            self.imap.uid("STORE", uids, "+FLAGS.SILENT", r"(\Deleted)")
+            typ, _ = self.imap.uid("EXPUNGE", uids)
+        if typ != "OK":
+            raise MailboxError("delete_failed", "The server did not remove the fetched messages.")
+
+    def close(self) -> None:
+        if self.open:
+            with contextlib.suppress(Exception):
+                self.imap.logout()
+        self.open = False
+
+
+def probe(settings: MailboxSettings, address: str) -> SessionInfo:
+    """Test Connection: sign in, open the folder, count; change nothing."""
+    session = open_session(settings, address)
+    try:
+        return session.info
+    finally:
+        session.close()
