@@ -27,3 +27,24 @@ def test_create_admin_from_the_shell(app, db):
     again = runner.invoke(args=["create-admin", "--username", "root", "--email", "x@example.org",
                                 "--full-name", "X", "--password", "long enough pw"])
     assert again.exit_code != 0 and "That username is taken." in again.output
+
+
+def test_rotate_keys_re_encrypts_every_stored_password(app, db, make_user):
+    from cryptography.fernet import Fernet
+
+    from tests.conftest import TEST_KEY
+    from webapp.archive.services import AccountData, create_account, mailbox_settings
+    from webapp.security import SecretBox
+    from webapp.spaces.services import create_site_space
+
+    space = create_site_space(make_user("ann"), "TEAM", "Team")
+    account = create_account(space, AccountData("a", "", "imaps", "mail.example.org", 993, "u", "pw-1", False,
+                                                "INBOX", "", False))
+    db.session.commit()
+    new_key = Fernet.generate_key().decode()
+    app.extensions["spacemail.secret_box"] = SecretBox([new_key, TEST_KEY])  # the new key put first
+    result = app.test_cli_runner().invoke(args=["rotate-keys"])
+    assert result.exit_code == 0 and "Re-encrypted 1 secret" in result.output
+    app.extensions["spacemail.secret_box"] = SecretBox([new_key])  # the old key removed
+    db.session.expire_all()
+    assert mailbox_settings(account).password == "pw-1"

@@ -7,6 +7,8 @@ from webapp.extensions import db
 
 
 def register_cli(app: Flask) -> None:
+    register_key_rotation(app)
+
     @app.cli.command("setup-link")
     def setup_link():
         """Print a one-time link that creates the first system administrator (only while none exists)."""
@@ -47,3 +49,24 @@ def register_cli(app: Flask) -> None:
         SiteSettings.get().setup_token_hash = None
         db.session.commit()
         click.echo(f"System administrator {user.username} created.")
+
+
+def register_key_rotation(app: Flask) -> None:
+    @app.cli.command("rotate-keys")
+    def rotate_keys():
+        """Re-encrypt every stored secret with the first key of SPACEMAIL_ENCRYPTION_KEYS."""
+        from webapp.security import secret_box
+
+        count = 0
+        for model, column in _secret_columns():
+            for row in db.session.scalars(db.select(model).where(column.is_not(None))):
+                setattr(row, column.key, secret_box().rotate(getattr(row, column.key)))
+                count += 1
+        db.session.commit()
+        click.echo(f"Re-encrypted {count} secret(s) with the first key. Old keys can now be removed.")
+
+
+def _secret_columns():
+    from webapp.archive.models import ConnectionTest, MailAccount
+
+    return [(MailAccount, MailAccount.password_encrypted), (ConnectionTest, ConnectionTest.password_encrypted)]

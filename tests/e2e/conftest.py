@@ -47,3 +47,28 @@ def console_errors(page):
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     return errors
+
+
+@pytest.fixture
+def worker_process(app, tmp_path):
+    """A real `rq worker` process on the test's Redis and database, as production runs it."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, TEST_KEY
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SPACEMAIL_DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+           "SPACEMAIL_REDIS_URL": app.config["REDIS_URL"], "SPACEMAIL_ENCRYPTION_KEYS": TEST_KEY,
+           "SPACEMAIL_SECRET_KEY": "test", "SPACEMAIL_INSTANCE_DIR": str(tmp_path)}
+    log = open(tmp_path / "worker.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "rq.cli", "worker", "--with-scheduler", "-u", app.config["REDIS_URL"],
+                             app.config["RQ_QUEUE"]], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()

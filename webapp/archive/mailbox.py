@@ -105,7 +105,13 @@ def open_session(settings: MailboxSettings, address: str):
 class _POP3(poplib.POP3):
     def __init__(self, settings: MailboxSettings, address: str, context):
         self._address, self._context = address, context
-        super().__init__(settings.host, settings.port, settings.timeout)
+        self.sock = self.file = None
+        try:
+            super().__init__(settings.host, settings.port, settings.timeout)
+        except BaseException:  # poplib leaves the socket open when the greeting fails
+            with contextlib.suppress(OSError):
+                self.close()
+            raise
 
     def _create_socket(self, timeout):
         sock = connect_socket(self._address, self.port, timeout)
@@ -128,7 +134,8 @@ class POP3Session:
             try:
                 self._start(settings, context)
             except BaseException:
-                self.pop.close()
+                with contextlib.suppress(OSError):
+                    self.pop.close()
                 raise
         self.open = True
 
@@ -246,7 +253,8 @@ class IMAPSession:
             try:
                 self._start(settings, context)
             except BaseException:
-                self.imap.shutdown()
+                with contextlib.suppress(OSError):
+                    self.imap.shutdown()
                 raise
         self.open = True
 

@@ -124,6 +124,7 @@ def protocol_fields(key):
     protocol = form.protocol.data if form.protocol.data in DEFAULT_PORTS else "imaps"
     if form.port.data in (None, *DEFAULT_PORTS.values()):
         form.port.data = DEFAULT_PORTS[protocol]
+        form.port.raw_data = [str(form.port.data)]  # the input renders raw_data when there is some
     form.port.errors = []
     return partial("archive/_protocol_fields.html", form=form, space=space)
 
