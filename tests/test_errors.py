@@ -2,6 +2,7 @@
 import pytest
 
 from webapp import create_app
+from webapp.extensions import db
 from tests.conftest import Client
 
 
@@ -15,7 +16,9 @@ def broken_client(app):
         raise RuntimeError("secret detail from deep inside")
 
     broken.test_client_class = Client
-    return broken.test_client()
+    yield broken.test_client()
+    with broken.app_context():
+        db.engine.dispose()  # its own engine: leave no connection behind for the next test
 
 
 def test_server_error_page_hides_the_cause(broken_client):
