@@ -225,23 +225,22 @@ def run_jobs(app, redis_server):
     return run
 
 
-@pytest.fixture(scope="session")
-def dovecot():
-    """Real Dovecot from Debian: IMAP and POP3 with STARTTLS, IMAPS and POP3S, certificate from a test CA."""
+def _dovecot(ssl: bool):
     from tests.mailservers import start_dovecot
 
-    server = start_dovecot(ssl=True)
+    server = start_dovecot(ssl=ssl)
     yield server
     server.stop()
     shutil.rmtree(server.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dovecot():
+    """Real Dovecot from Debian: IMAP and POP3 with STARTTLS, IMAPS and POP3S, certificate from a test CA."""
+    yield from _dovecot(ssl=True)
 
 
 @pytest.fixture(scope="session")
 def dovecot_without_tls():
     """A second Dovecot that offers no TLS at all (for "STARTTLS not offered")."""
-    from tests.mailservers import start_dovecot
-
-    server = start_dovecot(ssl=False)
-    yield server
-    server.stop()
-    shutil.rmtree(server.root, ignore_errors=True)
+    yield from _dovecot(ssl=False)

@@ -9,7 +9,7 @@ from rq.job import Job
 from sqlalchemy import select
 
 from webapp.settings import SiteSettings
-from webapp.archive.services import settle_abandoned_runs
+from webapp.archive.services import forget_connection_tests, settle_abandoned_runs
 from webapp.extensions import db
 from webapp.jobs import FAILED, QUEUED, RUNNING, JobRun, redis_connection
 from webapp.timeutil import utcnow
@@ -53,4 +53,5 @@ def sweep() -> None:
         run.state, run.finished_at = FAILED, now
         run.message = "The job was lost before it finished (a worker or Redis stopped). Start it again."
     settle_abandoned_runs()
+    forget_connection_tests()
     db.session.commit()

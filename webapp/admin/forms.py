@@ -6,13 +6,11 @@ from wtforms import BooleanField, SelectField, StringField, SubmitField, URLFiel
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length, Optional, URL, ValidationError
 
-from webapp.auth.forms import NewPasswordFields, PersonFields, no_control_chars
+from webapp.auth.forms import NewPasswordFields, PersonFields
+from webapp.formtools import no_control_chars, strip
 
 TIME_ZONES = sorted(available_timezones())
 
-
-def _strip(value):
-    return value.strip() if isinstance(value, str) else value
 
 
 def http_url(form, field):
@@ -28,7 +26,7 @@ class NewUserForm(PersonFields, NewPasswordFields):
 
 class SiteSettingsForm(FlaskForm):
     site_title = StringField("Site title", validators=[InputRequired(), Length(max=100), no_control_chars],
-                             filters=[_strip])
+                             filters=[strip])
     base_url = URLField(
         "Base URL",
         description="The address people use to reach Spacemail; links in emails start with it.",

@@ -10,13 +10,10 @@ from wtforms.validators import InputRequired, Length, NumberRange, Optional, Val
 
 from webapp.archive.models import PROTOCOLS
 from webapp.archive.services import AccountData
-from webapp.auth.forms import no_control_chars
+from webapp.formtools import no_control_chars, strip
 
 _HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*\.?$")
 
-
-def _strip(value):
-    return value.strip() if isinstance(value, str) else value
 
 
 def hostname(form, field):
@@ -46,23 +43,23 @@ def pem_certificates(form, field):
 
 class AccountForm(FlaskForm):
     name = StringField("Account name", validators=[InputRequired(), Length(max=100), no_control_chars],
-                       filters=[_strip])
-    description = TextAreaField("Description", validators=[Optional(), Length(max=1000)], filters=[_strip])
+                       filters=[strip])
+    description = TextAreaField("Description", validators=[Optional(), Length(max=1000)], filters=[strip])
     protocol = SelectField("Protocol", choices=[SelectChoice(k, v) for k, v in PROTOCOLS.items()], default="imaps")
     host = StringField("Hostname", validators=[InputRequired(), Length(max=253), no_line_breaks, hostname],
-                       filters=[_strip])
+                       filters=[strip])
     port = IntegerField("Port", validators=[InputRequired(message="Enter a port number."),
                                             NumberRange(1, 65535, "The port must be between 1 and 65535.")])
     username = StringField("Username", validators=[InputRequired(), Length(max=254), no_line_breaks,
-                                                   no_control_chars], filters=[_strip])
+                                                   no_control_chars], filters=[strip])
     password = PasswordField("Password", validators=[Length(max=1000), no_line_breaks])
     require_starttls = BooleanField("Require STARTTLS (encrypt the plain port; never fall back)", default=True)
     folder = StringField("Folder", default="INBOX", validators=[Length(max=200), no_line_breaks, no_control_chars],
-                         filters=[_strip])
+                         filters=[strip])
     trusted_ca_pem = TextAreaField(
         "Trusted CA certificate (PEM, optional)",
         description="Only for a server with a certificate from its own CA. Otherwise the system's trust store decides.",
-        validators=[Optional(), Length(max=20000), pem_certificates], filters=[_strip])
+        validators=[Optional(), Length(max=20000), pem_certificates], filters=[strip])
     keep_on_server = BooleanField("Leave messages on the server and remember what was fetched")
     submit = SubmitField("Create")
 

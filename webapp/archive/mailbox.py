@@ -102,7 +102,15 @@ def open_session(settings: MailboxSettings, address: str):
     return cls(settings, address)
 
 
-class _POP3(poplib.POP3):
+class _ToCheckedAddress:
+    """Connect to the address the host policy checked, while TLS still verifies the host name."""
+
+    def _create_socket(self, timeout):
+        sock = connect_socket(self._address, self.port, timeout)
+        return self._context.wrap_socket(sock, server_hostname=self.host) if self._context else sock
+
+
+class _POP3(_ToCheckedAddress, poplib.POP3):
     def __init__(self, settings: MailboxSettings, address: str, context):
         self._address, self._context = address, context
         self.sock = self.file = None
@@ -112,10 +120,6 @@ class _POP3(poplib.POP3):
             with contextlib.suppress(OSError):
                 self.close()
             raise
-
-    def _create_socket(self, timeout):
-        sock = connect_socket(self._address, self.port, timeout)
-        return self._context.wrap_socket(sock, server_hostname=self.host) if self._context else sock
 
 
 class POP3Session:
@@ -223,14 +227,10 @@ class POP3Session:
         self.open = False
 
 
-class _IMAP(imaplib.IMAP4):
+class _IMAP(_ToCheckedAddress, imaplib.IMAP4):
     def __init__(self, settings: MailboxSettings, address: str, context):
         self._address, self._context = address, context
-        super().__init__(settings.host, settings.port, settings.timeout)
-
-    def _create_socket(self, timeout):
-        sock = connect_socket(self._address, self.port, timeout)
-        return self._context.wrap_socket(sock, server_hostname=self.host) if self._context else sock
+        super().__init__(settings.host, settings.port, settings.timeout)  # imaplib closes itself on failure
 
 
 _FETCH_UID = re.compile(rb"UID (\d+)")

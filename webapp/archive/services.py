@@ -195,6 +195,19 @@ def settle_abandoned_runs() -> None:
             run.error_message = "The fetch stopped before it finished (a worker stopped); the next fetch resumes it."
 
 
+def forget_connection_tests() -> None:
+    """A test's password is wiped when it runs; wipe it anyway if its job was lost, and drop old tests."""
+    now = utcnow()
+    stale = select(JobRun.id).where(JobRun.created_at < now - timedelta(minutes=15))
+    for test in db.session.scalars(select(ConnectionTest).where(ConnectionTest.job_run_id.in_(stale),
+                                                                ConnectionTest.password_encrypted.is_not(None))):
+        test.password_encrypted = None
+    old = db.session.scalars(select(JobRun).where(JobRun.kind == "connection-test",
+                                                  JobRun.created_at < now - timedelta(days=1)))
+    for run in old:
+        db.session.delete(run)  # its ConnectionTest goes with it (ON DELETE CASCADE)
+
+
 def message_count(space: Space) -> int:
     return db.session.scalar(select(func.count(Message.id)).where(Message.space_id == space.id))
 

@@ -1,22 +1,12 @@
 """Sign-in, first-run and profile forms."""
-import re
-
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, StringField, SubmitField
-from wtforms.validators import Email, EqualTo, InputRequired, Length, Regexp, ValidationError
+from wtforms.validators import Email, EqualTo, InputRequired, Length, Regexp
+
+from webapp.formtools import no_control_chars, strip
 
 USERNAME_RE = r"^[a-z0-9][a-z0-9._-]{1,62}$"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
 
-
-def no_control_chars(form, field):
-    """Names and addresses later land in mail headers: no line breaks or control characters."""
-    if field.data and _CONTROL.search(field.data):
-        raise ValidationError("Line breaks and control characters are not allowed here.")
-
-
-def _strip(value):
-    return value.strip() if isinstance(value, str) else value
 
 
 def _lower(value):
@@ -24,7 +14,7 @@ def _lower(value):
 
 
 class LoginForm(FlaskForm):
-    login = StringField("Username or email", validators=[InputRequired(), Length(max=254)], filters=[_strip])
+    login = StringField("Username or email", validators=[InputRequired(), Length(max=254)], filters=[strip])
     password = PasswordField("Password", validators=[InputRequired(), Length(max=256)])
     remember = BooleanField("Keep me signed in")
     submit = SubmitField("Sign in")
@@ -40,7 +30,7 @@ class PersonFields(FlaskForm):
         filters=[_lower],
     )
     full_name = StringField(
-        "Full name", validators=[InputRequired(), Length(max=200), no_control_chars], filters=[_strip]
+        "Full name", validators=[InputRequired(), Length(max=200), no_control_chars], filters=[strip]
     )
     email = EmailField(
         "Email", validators=[InputRequired(), Email(check_deliverability=False), Length(max=254)], filters=[_lower]

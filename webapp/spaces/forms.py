@@ -4,19 +4,16 @@ from wtforms import BooleanField, SelectField, StringField, SubmitField, TextAre
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length, Regexp
 
-from webapp.auth.forms import no_control_chars
+from webapp.formtools import no_control_chars, strip
 from webapp.spaces.models import ROLE_LABELS
 
 ROLE_CHOICES = [SelectChoice(value, label) for value, label in ROLE_LABELS.items()]
 
 
-def _strip(value):
-    return value.strip() if isinstance(value, str) else value
-
 
 class SpaceFields(FlaskForm):
-    name = StringField("Name", validators=[InputRequired(), Length(max=200), no_control_chars], filters=[_strip])
-    description = TextAreaField("Description", validators=[Length(max=2000)], filters=[_strip])
+    name = StringField("Name", validators=[InputRequired(), Length(max=200), no_control_chars], filters=[strip])
+    description = TextAreaField("Description", validators=[Length(max=2000)], filters=[strip])
 
 
 class NewSpaceForm(SpaceFields):
@@ -38,7 +35,7 @@ class SpaceSettingsForm(SpaceFields):
 
 
 class AddRoleForm(FlaskForm):
-    person = StringField("Person (username or email)", validators=[InputRequired(), Length(max=254)], filters=[_strip])
+    person = StringField("Person (username or email)", validators=[InputRequired(), Length(max=254)], filters=[strip])
     role = SelectField("Role", choices=ROLE_CHOICES, default="view")
     submit = SubmitField("Add")
 
