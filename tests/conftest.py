@@ -20,6 +20,7 @@ from rq import Queue, SimpleWorker  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from webapp import create_app  # noqa: E402
+from webapp.archive import search  # noqa: E402
 from webapp.extensions import db as _db  # noqa: E402
 
 TEST_KEY = "n7Zb7bJyIoxyw7n3ZxQJ1w0tJx1Q0sHkqJ2ZfQ0Xb0M="
@@ -135,6 +136,8 @@ def _fresh_schema(postgres_database) -> None:
         return
     _db.drop_all()
     _db.create_all()
+    with _db.engine.begin() as conn:
+        search.create_tables(conn)
     if postgres_database:
         _postgres_schema_made.add(postgres_database)
 

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from webapp.archive.models import ConnectionTest
+from webapp.archive import ingest
+from webapp.archive.models import ConnectionTest, Message
 from webapp.archive.services import AccountData, create_account
 from webapp.jobs import JobRun
 from webapp.spaces.models import ADMIN, VIEW, SpaceRole
@@ -29,6 +30,8 @@ PUBLIC = expect(anonymous=OK)
 NOT_FOUND = expect(user=404, viewer=404, other_admin=404, space_admin=404, sysadmin=404)
 PERSONAL_SPACE = expect(user=403, viewer=403, other_admin=403, space_admin=403, sysadmin=403)
 # TEAM's account addressed through OTHER: whoever administers OTHER learns nothing more than 404.
+# TEAM's mail addressed through OTHER (where space_admin may view): nothing but 404 for those who may view OTHER.
+CROSS_SPACE_VIEW = expect(user=403, viewer=403, other_admin=404, space_admin=404, sysadmin=404)
 OTHER_SPACES_THING = expect(user=403, viewer=403, other_admin=404, space_admin=403, sysadmin=404)
 
 # (endpoint, method, url kwargs from the world, form data, expectation)
@@ -93,7 +96,32 @@ MATRIX = [
     ("archive.mail", "GET", {"key": "~viewer"}, None, PERSONAL_SPACE),
     ("archive.fetch_now", "POST", {"key": "TEAM"}, {}, SPACE_ADMIN),
     ("archive.fetch_status", "GET", {"key": "TEAM"}, None, SPACE_ADMIN),
+    # Reading the archive: view permission on the message's own space; ids from another space are 404.
+    ("archive.message", "GET", {"key": "TEAM", "message_id": "message"}, None, SPACE_VIEW),
+    ("archive.message", "GET", {"key": "OTHER", "message_id": "message"}, None, CROSS_SPACE_VIEW),
+    ("archive.message_body", "GET", {"key": "TEAM", "message_id": "message"}, None, SPACE_VIEW),
+    ("archive.inline_image", "GET", {"key": "TEAM", "message_id": "message", "cid": "logo@example.org"}, None,
+     SPACE_VIEW),
+    ("archive.attachment", "GET", {"key": "TEAM", "message_id": "message", "index": "attachment"}, None, SPACE_VIEW),
+    ("archive.attachment", "GET", {"key": "OTHER", "message_id": "message", "index": "attachment"}, None,
+     CROSS_SPACE_VIEW),
+    ("archive.source", "GET", {"key": "TEAM", "message_id": "message"}, None, SPACE_VIEW),
+    ("archive.eml", "GET", {"key": "TEAM", "message_id": "message"}, None, SPACE_VIEW),
+    ("archive.thread", "GET", {"key": "TEAM", "thread_id": "thread"}, None, SPACE_VIEW),
+    ("archive.thread", "GET", {"key": "OTHER", "thread_id": "thread"}, None, CROSS_SPACE_VIEW),
+    ("archive.export_mbox", "GET", {"key": "TEAM"}, None, SPACE_VIEW),
+    ("archive.export_mbox", "GET", {"key": "~viewer"}, None, PERSONAL_SPACE),
 ]
+
+
+MESSAGE_WITH_PARTS = (
+    b"From: Ann <ann@example.org>\r\nSubject: Report\r\nMessage-ID: <report@example.org>\r\n"
+    b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+    b"--b\r\nContent-Type: text/html\r\n\r\n<p>See <img src=\"cid:logo@example.org\"></p>\r\n"
+    b"--b\r\nContent-Type: image/png\r\nContent-ID: <logo@example.org>\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"iVBORw0KGgo=\r\n"
+    b"--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=report.pdf\r\n\r\n%PDF-1.4\r\n"
+    b"--b--\r\n")
 
 
 def account_data(host, username):
@@ -120,9 +148,11 @@ def world(db, make_user):
     db.session.add(test_run)
     db.session.flush()
     db.session.add(ConnectionTest(job_run_id=test_run.id, space_id=team.id, settings={}, result={"ok": True}))
+    message_id, _ = ingest.store(team.id, None, MESSAGE_WITH_PARTS)
     db.session.commit()
     ids = {"victim_role": victim_role.id, "victim": people["victim"].id, "job": run.id, "account": account.id,
-           "connection_test": test_run.id}
+           "connection_test": test_run.id, "message": message_id, "attachment": 3,
+           "thread": db.session.get(Message, message_id).thread_id}
     return SimpleNamespace(people=people, ids=ids)
 
 
@@ -157,7 +187,7 @@ def test_permission(app, client, login, world, endpoint, method, kwargs, data, a
         login(world.people[actor])
     url = _url(app, endpoint, kwargs, world.ids)
     response = client.get(url) if method == "GET" else client.post(url, data=data)
-    body = response.get_data(as_text=True)
+    body = response.get_data().decode("utf-8", "replace")
     response.close()
     assert _outcome(response) == wanted, body[:400]
 

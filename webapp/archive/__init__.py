@@ -1,4 +1,4 @@
 from flask import Blueprint
 
 bp = Blueprint("archive", __name__)
-from webapp.archive import routes  # noqa: E402,F401
+from webapp.archive import read_routes, routes  # noqa: E402,F401

@@ -7,6 +7,7 @@ from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from webapp.archive import search
 from webapp.archive.models import Message, MessageRaw, MessageRef, Thread
 from webapp.archive.parse import Parsed, parse
 from webapp.extensions import db
@@ -42,6 +43,7 @@ def store(space_id: int, account_id: int | None, raw: bytes) -> tuple[int, bool]
                                for ref in parsed.references)
             _thread(message, parsed)
             db.session.flush()
+            search.index(message)
         db.session.expunge(raw_row)  # written: do not keep a batch's raw bytes in memory until commit
     except IntegrityError:
         return existing(space_id, sha), False

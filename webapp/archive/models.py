@@ -133,6 +133,9 @@ class Message(db.Model):
     body_text: Mapped[str] = deferred(mapped_column(db.Text, default=""))
     parse_problem: Mapped[str | None] = mapped_column(db.String(200))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # In the space's trash since then (restorable for 30 days); None while in the archive.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    deleted_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
 
     thread: Mapped[Thread | None] = relationship()
 

@@ -169,18 +169,6 @@ def test_status(key, run_id):
                            test=test, error=None, form_errors={})
 
 
-@bp.route("/spaces/<key>/mail")
-@login_required
-def mail(key):
-    space = archive_space(key, VIEW)
-    is_admin = can(current_user, space, ADMIN)
-    accounts = [a for a in services.accounts_of(space) if a.enabled] if is_admin else []
-    runs = services.latest_runs(accounts)
-    return render_template("archive/mail.html", space=space, is_admin=is_admin, accounts=accounts, runs=runs,
-                           running=any(r.state in services.ACTIVE for r in runs.values()),
-                           count=services.message_count(space), messages=services.recent_messages(space))
-
-
 def _fetch_status(space):
     accounts = [a for a in services.accounts_of(space) if a.enabled]
     runs = services.latest_runs(accounts)

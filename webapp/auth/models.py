@@ -21,6 +21,7 @@ class User(UserMixin, db.Model):
     is_admin: Mapped[bool] = mapped_column(default=False)
     active: Mapped[bool] = mapped_column(default=True)
     can_create_spaces: Mapped[bool] = mapped_column(default=False)
+    time_zone: Mapped[str] = mapped_column(db.String(64), default="")  # "" follows the site's
     # Bumped on password change or disable: the id in every other session stops matching.
     auth_version: Mapped[int] = mapped_column(default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

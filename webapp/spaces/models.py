@@ -51,6 +51,8 @@ class SpaceRole(db.Model):
     space_id: Mapped[int] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     role: Mapped[str] = mapped_column(db.String(16))
+    # An option on top of the role: may move the space's archived mail to its trash (space admins always may).
+    can_delete_mail: Mapped[bool] = mapped_column(default=False)
 
     space: Mapped[Space] = relationship(back_populates="roles")
     user: Mapped[User] = relationship()

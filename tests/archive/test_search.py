@@ -1,0 +1,100 @@
+"""One search() on SQLite FTS5 and PostgreSQL tsvector: the same messages for the same queries.
+
+The whole suite runs on both databases, so every expectation here holds for both engines."""
+import pytest
+
+from webapp.archive import ingest, search
+from webapp.archive.models import Message
+from webapp.spaces.services import create_site_space
+
+DOCS = {
+    "budget": ("Quarterly budget", "Ann", "The budget review is on Monday. Bring the numbers."),
+    "gruesse": ("Grüße aus München", "Jürgen", "Schöne Grüße und bis bald im Büro"),
+    "cafe": ("Naïve café order", "Zoë", "Two flat whites for the naïve café crowd"),
+    "ops": ("AND NEAR( operators", "Bob", 'He typed "budget" AND NEAR( and * into the box'),
+    "deploy": ("Deploy plan", "Cleo", "Deployment deploys deployed; budgetary notes follow"),
+    "printer": ("Printer", "Dan", "The printer on floor two is jammed again"),
+}
+
+
+def raw(key, subject, sender, body) -> bytes:
+    return (f"From: {sender} <{sender.lower()}@example.org>\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{key}@example.org>\r\nDate: Mon, 5 Jan 2026 10:00:00 +0000\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\n" + body + "\r\n").encode()
+
+
+@pytest.fixture
+def indexed(app, db, make_user):
+    admin = make_user("ann")
+    space = create_site_space(admin, "TEAM", "Team")
+    other = create_site_space(admin, "OTHER", "Other")
+    db.session.commit()
+    ids = {}
+    for key, (subject, sender, body) in DOCS.items():
+        ids[key], _ = ingest.store(space.id, None, raw(key, subject, sender, body))
+    ingest.store(other.id, None, raw("secret", "Secret budget", "Eve", "budget of another space"))
+    db.session.commit()
+    return space, {v: k for k, v in ids.items()}
+
+
+def found(space, keys_by_id, query, **kw) -> set[str]:
+    return {keys_by_id[h.message_id] for h in search.search(space.id, query, **kw)}
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("budget", {"budget", "ops"}),
+    ("BUDGET review", {"budget"}),
+    ("grüße", {"gruesse"}),
+    ("GRÜSSE", set()),  # no stemming or folding of ß to ss on either engine
+    ("münchen", {"gruesse"}),
+    ("naïve", {"cafe"}),
+    ("cafe", set()),  # diacritics are kept on both engines
+    ('"flat whites"', {"cafe"}),
+    ('"whites flat"', set()),
+    ("deploy*", {"deploy"}),
+    ("budg*", {"budget", "ops", "deploy"}),
+    ("AND", {"ops"}),
+    ("NEAR(", {"ops"}),
+    ('"', set()),
+    ("*", set()),
+    ('budget" OR "printer', set()),  # quotes cannot open an OR: budget, OR and printer are all required
+    ("printer OR budget", set()),
+    ("jürgen", {"gruesse"}),
+    ("zoë@example.org", {"cafe"}),
+    ("", set()),
+])
+def test_same_results_on_both_engines(indexed, query, expected):
+    space, keys = indexed
+    assert found(space, keys, query) == expected
+    assert found(space, keys, query, order="relevance") == expected
+
+
+def test_other_spaces_mail_never_appears(indexed):
+    space, keys = indexed
+    assert all(h.message_id in keys for h in search.search(space.id, "budget"))
+
+
+def test_snippet_marks_the_words_and_escapes_the_mail(app, db, make_user):
+    space = create_site_space(make_user("ann"), "TEAM", "Team")
+    message_id, _ = ingest.store(space.id, None, raw("x", "Hi", "Mallory",
+                                                     "<script>alert(1)</script> the password is hunter2"))
+    db.session.commit()
+    hit = search.search(space.id, "password")[0]
+    assert hit.message_id == message_id
+    assert "<mark>password</mark>" in hit.snippet and "<script>" not in hit.snippet
+
+
+def test_relevance_puts_subject_matches_first(indexed):
+    space, keys = indexed
+    hits = search.search(space.id, "printer", order="relevance")
+    assert keys[hits[0].message_id] == "printer"
+
+
+def test_deleted_mail_is_not_found(indexed, db):
+    space, keys = indexed
+    budget_id = next(i for i, k in keys.items() if k == "budget")
+    from webapp.timeutil import utcnow
+
+    db.session.get(Message, budget_id).deleted_at = utcnow()
+    db.session.commit()
+    assert found(space, keys, "budget") == {"ops"}

@@ -1,0 +1,194 @@
+"""The Mail tab for readers: lists, search, threads, messages, attachments, source and mbox exports."""
+from io import BytesIO
+
+from flask import Response, abort, render_template, request, send_file, stream_with_context, url_for
+from flask_login import current_user, login_required
+from markupsafe import Markup
+from sqlalchemy import select
+
+from webapp.archive import bp, display, reading, services
+from webapp.archive.models import Message, MessageRaw, Thread
+from webapp.archive.routes import archive_space
+from webapp.archive.sanitize import sanitize
+from webapp.extensions import db
+from webapp.htmx import is_htmx, partial
+from webapp.spaces.access import can
+from webapp.spaces.models import ADMIN, VIEW
+
+INLINE_IMAGES = ("image/png", "image/gif", "image/jpeg", "image/webp")
+SANDBOX_CSP = "sandbox; default-src 'none'"
+
+
+def _filters() -> reading.Filters:
+    args = request.args
+    return reading.Filters(q=args.get("q", "").strip()[:200], sender=args.get("sender", "").strip()[:200],
+                           month=args.get("month", "").strip()[:7], attachments=args.get("attachments") == "1",
+                           order="relevance" if args.get("order") == "relevance" else "newest")
+
+
+def _message(space, message_id) -> Message:
+    message = db.session.get(Message, message_id)
+    if message is None or message.space_id != space.id or message.deleted_at is not None:
+        abort(404)
+    return message
+
+
+def _raw(message: Message) -> bytes:
+    return db.session.scalar(select(MessageRaw.raw).where(MessageRaw.message_id == message.id)) or b""
+
+
+def _private(response: Response) -> Response:
+    """Archived mail is never kept by shared caches (nor by htmx's history: historyCacheSize is 0)."""
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+@bp.route("/spaces/<key>/mail")
+@login_required
+def mail(key):
+    space = archive_space(key, VIEW)
+    filters = _filters()
+    view = "threads" if request.args.get("view") == "threads" and not filters.q else "messages"
+    before = reading.decode_cursor(request.args.get("before"))
+    context = {"space": space, "filters": filters, "view": view, "threads": [], "messages": [], "snippets": {}}
+    if view == "threads":
+        context["threads"], context["cursor"] = reading.threads(space.id, filters, before)
+    else:
+        context["messages"], context["snippets"], context["cursor"] = reading.messages(space.id, filters, before)
+    if is_htmx():
+        return _private(partial("archive/_mail_results.html", **context))
+    is_admin = can(current_user, space, ADMIN)
+    accounts = [a for a in services.accounts_of(space) if a.enabled] if is_admin else []
+    runs = services.latest_runs(accounts)
+    return _private(Response(render_template(
+        "archive/mail.html", is_admin=is_admin, accounts=accounts, runs=runs,
+        running=any(r.state in services.ACTIVE for r in runs.values()), count=services.message_count(space),
+        **context)))
+
+
+@bp.route("/spaces/<key>/mail/messages/<int:message_id>")
+@login_required
+def message(key, message_id):
+    space = archive_space(key, VIEW)
+    msg = _message(space, message_id)
+    shown = display.load(_raw(msg), msg.parse_problem)
+    text = display.text_to_html(shown.text) if shown.text is not None and shown.html is None else None
+    return _private(Response(render_template("archive/message.html", space=space, m=msg, shown=shown, text=text,
+                                             images=request.args.get("images") == "1")))
+
+
+@bp.route("/spaces/<key>/mail/messages/<int:message_id>/body")
+@login_required
+def message_body(key, message_id):
+    """The HTML body, sanitized, for a sandboxed iframe: no script, no remote loads until "show images"."""
+    space = archive_space(key, VIEW)
+    msg = _message(space, message_id)
+    shown = display.load(_raw(msg), msg.parse_problem)
+    images = request.args.get("images") == "1"
+
+    def cid_url(cid: str):
+        if cid in shown.cids:
+            return url_for("archive.inline_image", key=space.key, message_id=msg.id, cid=cid)
+        return None
+
+    clean, blocked = sanitize(shown.html or "", cid_url, images)
+    response = Response(render_template("archive/body.html", html=Markup(clean), blocked=blocked), mimetype="text/html")
+    own = request.host_url.rstrip("/")
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'none'; img-src data: {own}{' https: http:' if images else ''}; style-src 'unsafe-inline'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'self'")
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return _private(response)
+
+
+@bp.route("/spaces/<key>/mail/messages/<int:message_id>/cid/<path:cid>")
+@login_required
+def inline_image(key, message_id, cid):
+    space = archive_space(key, VIEW)
+    msg = _message(space, message_id)
+    raw = _raw(msg)
+    index = display.load(raw, msg.parse_problem).cids.get(cid)
+    found = display.part(raw, index) if index is not None else None
+    if found is None or found.get_content_type() not in INLINE_IMAGES:
+        abort(404)
+    response = Response(found.get_payload(decode=True) or b"", mimetype=found.get_content_type())
+    response.headers["Content-Security-Policy"] = SANDBOX_CSP
+    return _private(response)
+
+
+@bp.route("/spaces/<key>/mail/messages/<int:message_id>/parts/<int:index>")
+@login_required
+def attachment(key, message_id, index):
+    """An attachment, always downloaded; types a browser would render as a page are sent as octet-stream."""
+    space = archive_space(key, VIEW)
+    msg = _message(space, message_id)
+    found = display.part(_raw(msg), index)
+    if found is None:
+        abort(404)
+    ctype = found.get_content_type()
+    if ctype in display.RISKY_TYPES or ctype.endswith(("+xml", "/xml")) or "html" in ctype:
+        ctype = "application/octet-stream"
+    name = display.safe_filename(display._filename(found), found.get_content_type())
+    response = send_file(BytesIO(found.get_payload(decode=True) or b""), mimetype=ctype, as_attachment=True,
+                         download_name=name, max_age=0)
+    response.headers["Content-Security-Policy"] = SANDBOX_CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return _private(response)
+
+
+@bp.route("/spaces/<key>/mail/messages/<int:message_id>/source")
+@login_required
+def source(key, message_id):
+    space = archive_space(key, VIEW)
+    msg = _message(space, message_id)
+    response = Response(_raw(msg).decode("utf-8", "replace"), mimetype="text/plain")
+    response.headers["Content-Security-Policy"] = SANDBOX_CSP
+    return _private(response)
+
+
+@bp.route("/spaces/<key>/mail/messages/<int:message_id>/message.eml")
+@login_required
+def eml(key, message_id):
+    space = archive_space(key, VIEW)
+    msg = _message(space, message_id)
+    response = send_file(BytesIO(_raw(msg)), mimetype="message/rfc822", as_attachment=True,
+                         download_name=f"message-{msg.id}.eml", max_age=0)
+    response.headers["Content-Security-Policy"] = SANDBOX_CSP
+    return _private(response)
+
+
+@bp.route("/spaces/<key>/mail/threads/<int:thread_id>")
+@login_required
+def thread(key, thread_id):
+    space = archive_space(key, VIEW)
+    found = db.session.get(Thread, thread_id)
+    if found is None or found.space_id != space.id:
+        abort(404)
+    tree = reading.thread_tree(found)[:500]
+    bodies = {}
+    for msg, _depth in tree:
+        shown = display.load(_raw(msg), msg.parse_problem)
+        bodies[msg.id] = display.text_to_html(shown.text) if shown.text is not None else None
+    return _private(Response(render_template("archive/thread.html", space=space, thread=found, tree=tree,
+                                             bodies=bodies)))
+
+
+@bp.route("/spaces/<key>/mail/export.mbox")
+@login_required
+def export_mbox(key):
+    """The whole archive, a month (?month=2026-01) or a thread (?thread=ID), streamed as mbox."""
+    space = archive_space(key, VIEW)
+    thread_id = request.args.get("thread", type=int)
+    if thread_id is not None:
+        found = db.session.get(Thread, thread_id)
+        if found is None or found.space_id != space.id:
+            abort(404)
+    month = request.args.get("month", "")
+    month = month if reading.month_bounds(month) else ""
+    query = reading.export_query(space.id, thread_id, month)
+    name = f"{space.key}{'-thread-' + str(thread_id) if thread_id else ''}{'-' + month if month else ''}.mbox"
+    response = Response(stream_with_context(reading.mbox_stream(query)), mimetype="application/mbox")
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    response.headers["Content-Security-Policy"] = SANDBOX_CSP
+    return _private(response)

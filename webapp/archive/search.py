@@ -1,0 +1,170 @@
+"""Full-text search over subject, sender and body: SQLite FTS5 or PostgreSQL tsvector, behind one search().
+
+The search tables are built by hand (migrations/versions/0003, and create_tables() for tests); Alembic's
+autogenerate leaves every "search_*" object alone (migrations/env.py).
+"""
+import html
+import re
+from dataclasses import dataclass
+
+from markupsafe import Markup
+from sqlalchemy import text
+
+from webapp.extensions import db
+
+INDEXED_BODY = 256 * 1024
+_TOKEN = re.compile(r'"([^"]*)"|(\S+)')
+_WORD = re.compile(r"\w+", re.UNICODE)
+START, STOP = "\x02", "\x03"
+
+SQLITE_DDL = [
+    "CREATE VIRTUAL TABLE IF NOT EXISTS search_messages USING fts5("
+    "subject, sender, body, tokenize = 'unicode61 remove_diacritics 0')",
+]
+POSTGRES_DDL = [
+    "CREATE TABLE IF NOT EXISTS search_messages (message_id integer PRIMARY KEY "
+    "REFERENCES archive_messages(id) ON DELETE CASCADE, space_id integer NOT NULL, vector tsvector NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS search_messages_vector ON search_messages USING GIN (vector)",
+    "CREATE INDEX IF NOT EXISTS search_messages_space ON search_messages (space_id)",
+]
+
+
+def _dialect(bind=None) -> str:
+    return (bind or db.session.get_bind()).dialect.name
+
+
+def create_tables(connection) -> None:
+    for statement in SQLITE_DDL if connection.dialect.name == "sqlite" else POSTGRES_DDL:
+        connection.execute(text(statement))
+
+
+def drop_tables(connection) -> None:
+    connection.execute(text("DROP TABLE IF EXISTS search_messages"))
+
+
+@dataclass
+class Term:
+    kind: str  # word, phrase, prefix
+    text: str
+
+
+def parse_query(query: str) -> list[Term]:
+    """The reader's words, each taken literally: quotes make a phrase, a trailing * a prefix, nothing else."""
+    terms = []
+    for phrase, word in _TOKEN.findall(query or ""):
+        if phrase:
+            if _WORD.search(phrase):
+                terms.append(Term("phrase", phrase.strip()))
+        elif word.endswith("*") and len(_WORD.findall(word)) == 1 and len(word.rstrip("*")) >= 2:
+            terms.append(Term("prefix", _WORD.findall(word)[0]))
+        elif _WORD.search(word):
+            terms.append(Term("word", word.replace('"', "")))
+    return terms[:20]
+
+
+def fts5_query(terms: list[Term]) -> str:
+    """Every term quoted, so AND, NEAR( or * typed by a reader are words, never operators."""
+    quoted = []
+    for term in terms:
+        literal = '"' + term.text.replace('"', '""') + '"'
+        quoted.append(literal + "*" if term.kind == "prefix" else literal)
+    return " ".join(quoted)
+
+
+def _pg_query(terms: list[Term]) -> tuple[str, dict]:
+    parts, params = [], {}
+    for i, term in enumerate(terms):
+        params[f"t{i}"] = term.text
+        if term.kind == "phrase":
+            parts.append(f"phraseto_tsquery('simple', :t{i})")
+        elif term.kind == "prefix":
+            parts.append(f"to_tsquery('simple', quote_literal(lower(:t{i})) || ':*')")
+        else:
+            parts.append(f"plainto_tsquery('simple', :t{i})")
+    return " && ".join(parts), params
+
+
+def index(message) -> None:
+    """Add one message to the index, in the caller's transaction."""
+    body = (message.body_text or "")[:INDEXED_BODY]
+    sender = f"{message.from_name} {message.from_addr}"
+    if _dialect() == "sqlite":
+        db.session.execute(text("INSERT INTO search_messages (rowid, subject, sender, body) VALUES (:id, :s, :f, :b)"),
+                           {"id": message.id, "s": message.subject, "f": sender, "b": body})
+    else:
+        db.session.execute(text(
+            "INSERT INTO search_messages (message_id, space_id, vector) VALUES (:id, :space, "
+            "setweight(to_tsvector('simple', :s), 'A') || setweight(to_tsvector('simple', :f), 'B') || "
+            "to_tsvector('simple', :b))"), {"id": message.id, "space": message.space_id, "s": message.subject,
+                                            "f": sender, "b": body})
+
+
+def remove(message_ids: list[int]) -> None:
+    if not message_ids:
+        return
+    column = "rowid" if _dialect() == "sqlite" else "message_id"
+    for start in range(0, len(message_ids), 500):
+        chunk = message_ids[start:start + 500]
+        db.session.execute(text(f"DELETE FROM search_messages WHERE {column} IN ({','.join(map(str, chunk))})"))
+
+
+@dataclass
+class Hit:
+    message_id: int
+    snippet: Markup
+
+
+def search(space_id: int, query: str, *, order: str = "newest", limit: int = 50, before=None) -> list[Hit]:
+    """Matching messages of one space (never another's), newest first or best first, with a marked snippet.
+
+    `before` is a (date, id) keyset cursor for the newest-first order."""
+    terms = parse_query(query)
+    if not terms:
+        return []
+    if _dialect() == "sqlite":
+        rows = _search_sqlite(space_id, terms, order, limit, before)
+    else:
+        rows = _search_postgres(space_id, terms, order, limit, before)
+    return [Hit(row[0], _marked(row[1])) for row in rows]
+
+
+def _keyset(before, params) -> str:
+    if before is None:
+        return ""
+    params["before_date"], params["before_id"] = before
+    return " AND (m.date < :before_date OR (m.date = :before_date AND m.id < :before_id))"
+
+
+def _search_sqlite(space_id, terms, order, limit, before):
+    params = {"q": fts5_query(terms), "space": space_id, "limit": limit}
+    if before is not None:  # SQLite holds dates as naive UTC text: compare in that form
+        before = (before[0].replace(tzinfo=None).isoformat(sep=" "), before[1])
+    order_by = "bm25(search_messages, 5.0, 3.0, 1.0)" if order == "relevance" else "m.date DESC, m.id DESC"
+    sql = ("SELECT m.id, snippet(search_messages, 2, char(2), char(3), '…', 16) FROM search_messages "
+           "JOIN archive_messages m ON m.id = search_messages.rowid "
+           "WHERE search_messages MATCH :q AND m.space_id = :space AND m.deleted_at IS NULL"
+           + (_keyset(before, params) if order != "relevance" else "") + f" ORDER BY {order_by} LIMIT :limit")
+    return db.session.execute(text(sql), params).all()
+
+
+def _search_postgres(space_id, terms, order, limit, before):
+    tsquery, params = _pg_query(terms)
+    params.update({"space": space_id, "limit": limit})
+    relevance = order == "relevance"
+    order_by = "rank DESC, id DESC" if relevance else "date DESC, id DESC"
+    # The page of hits first, then ts_headline for those rows only (it is the expensive part).
+    sql = (f"WITH q AS (SELECT {tsquery} AS query), hits AS ("
+           "SELECT m.id, m.date, ts_rank_cd(s.vector, q.query) AS rank "
+           "FROM search_messages s JOIN archive_messages m ON m.id = s.message_id, q "
+           "WHERE s.vector @@ q.query AND s.space_id = :space AND m.deleted_at IS NULL"
+           + ("" if relevance else _keyset(before, params)) + f" ORDER BY {order_by} LIMIT :limit) "
+           "SELECT hits.id, ts_headline('simple', left(m.body_text, 100000), q.query, "
+           "'StartSel=\x02, StopSel=\x03, MaxWords=24, MinWords=10, MaxFragments=1') "
+           f"FROM hits JOIN archive_messages m ON m.id = hits.id, q ORDER BY hits.{order_by.replace(', ', ', hits.')}")
+    return db.session.execute(text(sql), params).all()
+
+
+def _marked(snippet: str | None) -> Markup:
+    """Escape the mail's text, then turn the engine's markers into <mark>."""
+    escaped = html.escape(snippet or "", quote=False)
+    return Markup(escaped.replace(START, "<mark>").replace(STOP, "</mark>"))
