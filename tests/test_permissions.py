@@ -10,6 +10,7 @@ from webapp.archive import ingest
 from webapp.archive.models import ConnectionTest, Message
 from webapp.archive.services import AccountData, create_account
 from webapp.jobs import JobRun
+from webapp.timeutil import utcnow
 from webapp.spaces.models import ADMIN, VIEW, SpaceRole
 from webapp.spaces.services import create_site_space
 
@@ -111,6 +112,15 @@ MATRIX = [
     ("archive.thread", "GET", {"key": "OTHER", "thread_id": "thread"}, None, CROSS_SPACE_VIEW),
     ("archive.export_mbox", "GET", {"key": "TEAM"}, None, SPACE_VIEW),
     ("archive.export_mbox", "GET", {"key": "~viewer"}, None, PERSONAL_SPACE),
+    # Trash: space admins and roles with the "delete mail" option.
+    ("archive.delete_message", "POST", {"key": "TEAM", "message_id": "message"}, {}, SPACE_ADMIN),
+    ("archive.delete_message", "POST", {"key": "OTHER", "message_id": "message"}, {}, OTHER_SPACES_THING),
+    ("archive.delete_thread", "POST", {"key": "TEAM", "thread_id": "thread"}, {}, SPACE_ADMIN),
+    ("archive.trash_page", "GET", {"key": "TEAM"}, None, SPACE_ADMIN),
+    ("archive.restore_message", "POST", {"key": "TEAM", "message_id": "trashed"}, {}, SPACE_ADMIN),
+    ("archive.restore_message", "POST", {"key": "TEAM", "message_id": "message"}, {},
+     expect(user=403, viewer=403, other_admin=403, space_admin=404, sysadmin=404)),  # not in the trash
+    ("spaces.set_delete_mail", "POST", {"key": "TEAM", "role_id": "victim_role"}, {"value": "on"}, SPACE_ADMIN),
 ]
 
 
@@ -149,10 +159,12 @@ def world(db, make_user):
     db.session.flush()
     db.session.add(ConnectionTest(job_run_id=test_run.id, space_id=team.id, settings={}, result={"ok": True}))
     message_id, _ = ingest.store(team.id, None, MESSAGE_WITH_PARTS)
+    trashed_id, _ = ingest.store(team.id, None, b"Subject: old\r\nMessage-ID: <old@example.org>\r\n\r\nold\r\n")
+    db.session.get(Message, trashed_id).deleted_at = utcnow()
     db.session.commit()
     ids = {"victim_role": victim_role.id, "victim": people["victim"].id, "job": run.id, "account": account.id,
            "connection_test": test_run.id, "message": message_id, "attachment": 3,
-           "thread": db.session.get(Message, message_id).thread_id}
+           "thread": db.session.get(Message, message_id).thread_id, "trashed": trashed_id}
     return SimpleNamespace(people=people, ids=ids)
 
 

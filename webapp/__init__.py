@@ -123,6 +123,7 @@ def _register_templates(app: Flask) -> None:
     from flask_login import current_user
 
     from webapp.settings import SiteSettings
+    from webapp.archive.trash import may_delete
     from webapp.spaces.access import role_in
     from webapp.timeutil import format_local
 
@@ -132,3 +133,4 @@ def _register_templates(app: Flask) -> None:
 
     app.jinja_env.filters["localtime"] = format_local
     app.jinja_env.globals["space_role"] = lambda space: role_in(current_user, space)
+    app.jinja_env.globals["may_delete_mail"] = lambda space: may_delete(current_user, space)

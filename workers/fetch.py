@@ -29,6 +29,16 @@ def fetch_due_accounts() -> None:
     queue_due_fetches()
 
 
+@job
+def purge_trash() -> None:
+    """Daily from workers/cron.py: mail that has been in a space's trash for 30 days goes for good."""
+    from webapp.archive.trash import purge
+
+    count = purge()
+    if count:
+        log.info("purged %d message(s) from the trash", count)
+
+
 @tracked
 def test_connection(run: JobRun) -> None:
     """Sign in with the form's values and report what the server offered, or the one cause of failure."""

@@ -1,12 +1,12 @@
 """The Mail tab for readers: lists, search, threads, messages, attachments, source and mbox exports."""
 from io import BytesIO
 
-from flask import Response, abort, render_template, request, send_file, stream_with_context, url_for
+from flask import Response, abort, flash, redirect, render_template, request, send_file, stream_with_context, url_for
 from flask_login import current_user, login_required
 from markupsafe import Markup
 from sqlalchemy import select
 
-from webapp.archive import bp, display, reading, services
+from webapp.archive import bp, display, reading, services, trash
 from webapp.archive.models import Message, MessageRaw, Thread
 from webapp.archive.routes import archive_space
 from webapp.archive.sanitize import sanitize
@@ -192,3 +192,56 @@ def export_mbox(key):
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     response.headers["Content-Security-Policy"] = SANDBOX_CSP
     return _private(response)
+
+
+def _deleter_space(key):
+    space = archive_space(key, VIEW)
+    if not trash.may_delete(current_user, space):
+        abort(403)
+    return space
+
+
+@bp.route("/spaces/<key>/mail/messages/<int:message_id>/delete", methods=["POST"])
+@login_required
+def delete_message(key, message_id):
+    space = _deleter_space(key)
+    trash.move_to_trash([_message(space, message_id)], current_user)
+    db.session.commit()
+    flash("The message is in the space's trash for 30 days.", "success")
+    return redirect(url_for("archive.mail", key=space.key))
+
+
+@bp.route("/spaces/<key>/mail/threads/<int:thread_id>/delete", methods=["POST"])
+@login_required
+def delete_thread(key, thread_id):
+    space = _deleter_space(key)
+    found = db.session.get(Thread, thread_id)
+    if found is None or found.space_id != space.id:
+        abort(404)
+    count = trash.move_to_trash([m for m, _ in reading.thread_tree(found)], current_user)
+    db.session.commit()
+    flash(f"{count} message{'' if count == 1 else 's'} moved to the space's trash for 30 days.", "success")
+    return redirect(url_for("archive.mail", key=space.key, view="threads"))
+
+
+@bp.route("/spaces/<key>/mail/trash")
+@login_required
+def trash_page(key):
+    space = _deleter_space(key)
+    return _private(Response(render_template("archive/trash.html", space=space, messages=trash.in_trash(space.id),
+                                             keep_days=trash.KEEP_DAYS)))
+
+
+@bp.route("/spaces/<key>/mail/trash/<int:message_id>/restore", methods=["POST"])
+@login_required
+def restore_message(key, message_id):
+    space = _deleter_space(key)
+    found = db.session.get(Message, message_id)
+    if found is None or found.space_id != space.id or found.deleted_at is None:
+        abort(404)
+    trash.restore(found)
+    db.session.commit()
+    if is_htmx():
+        return partial("_empty.html")
+    flash("Restored to the archive.", "success")
+    return redirect(url_for("archive.trash_page", key=space.key))

@@ -1,5 +1,5 @@
 """Space directory, home, settings and permissions."""
-from flask import abort, flash, redirect, render_template, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
@@ -149,3 +149,16 @@ def remove_role(key, role_id):
         flash("Removed.", "success")
         return redirect(url_for("spaces.permissions", key=space.key))
     return partial("_empty.html")  # swapping in nothing removes the row
+
+
+@bp.route("/spaces/<key>/permissions/<int:role_id>/delete-mail", methods=["POST"])
+@login_required
+def set_delete_mail(key, role_id):
+    """The "delete mail" option on top of a role: may move archived mail to the space's trash."""
+    space = space_for(key, ADMIN)
+    space_role = _role_or_404(space, role_id)
+    space_role.can_delete_mail = request.form.get("value") == "on"
+    db.session.commit()
+    if not is_htmx():
+        return redirect(url_for("spaces.permissions", key=space.key))
+    return partial("spaces/_role_row.html", space=space, r=space_role, error=None, role_labels=ROLE_LABELS)
