@@ -120,6 +120,10 @@ MATRIX = [
     ("archive.restore_message", "POST", {"key": "TEAM", "message_id": "trashed"}, {}, SPACE_ADMIN),
     ("archive.restore_message", "POST", {"key": "TEAM", "message_id": "message"}, {},
      expect(user=403, viewer=403, other_admin=403, space_admin=404, sysadmin=404)),  # not in the trash
+    ("archive.import_mail", "GET", {"key": "TEAM"}, None, SPACE_ADMIN),
+    ("archive.import_mail", "POST", {"key": "TEAM"}, {}, SPACE_ADMIN),
+    ("archive.import_status", "GET", {"key": "TEAM", "run_id": "job"}, None,
+     expect(user=403, viewer=403, other_admin=403, space_admin=404, sysadmin=404)),  # not an import of TEAM
     ("spaces.set_delete_mail", "POST", {"key": "TEAM", "role_id": "victim_role"}, {"value": "on"}, SPACE_ADMIN),
 ]
 

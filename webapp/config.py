@@ -56,6 +56,7 @@ class Config:
         self.FETCH_BATCH_BYTES = 32 * 1024 * 1024
         self.FETCH_LEASE_SECONDS = int(_env("FETCH_LEASE_SECONDS", "300"))
         self.FETCH_JOB_TIMEOUT = 6 * 3600
+        self.MAX_CONTENT_LENGTH = int(_env("MAX_UPLOAD_MB", "1024")) * 1024 * 1024  # mbox imports
 
 
 def sqlite_pragmas(dbapi_connection, _record) -> None:

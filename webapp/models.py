@@ -4,5 +4,5 @@ from webapp.auth.models import User  # noqa: F401
 from webapp.jobs import JobRun  # noqa: F401
 from webapp.spaces.models import Space, SpaceRole  # noqa: F401
 from webapp.archive.models import (  # noqa: F401
-    ConnectionTest, FetchRun, MailAccount, Message, MessageRaw, MessageRef, SeenMessage, Thread,
+    ArchiveImport, ConnectionTest, FetchRun, MailAccount, Message, MessageRaw, MessageRef, SeenMessage, Thread,
 )

@@ -40,6 +40,14 @@ def purge_trash() -> None:
 
 
 @tracked
+def import_archive(run: JobRun) -> None:
+    """Import uploaded mbox/.eml files into a space's archive (progress on the JobRun)."""
+    from webapp.archive.importing import run_import
+
+    run_import(run)
+
+
+@tracked
 def test_connection(run: JobRun) -> None:
     """Sign in with the form's values and report what the server offered, or the one cause of failure."""
     test = connection_test_for(run)

@@ -4,7 +4,9 @@ import re
 
 from cryptography import x509
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, IntegerField, PasswordField, SelectField, StringField, SubmitField, TextAreaField
+from wtforms import (
+    BooleanField, IntegerField, MultipleFileField, PasswordField, SelectField, StringField, SubmitField, TextAreaField,
+)
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length, NumberRange, Optional, ValidationError
 
@@ -92,3 +94,12 @@ class MailArchivingSettingsForm(FlaskForm):
             except ValueError:
                 if not _HOST.match(entry):
                     raise ValidationError(f"“{entry[:60]}” is neither a network nor a host name.") from None
+
+
+class ImportForm(FlaskForm):
+    files = MultipleFileField("mbox file, or .eml files")
+    submit = SubmitField("Import")
+
+    def validate_files(self, field):
+        if not [f for f in field.data or [] if getattr(f, "filename", "")]:
+            raise ValidationError("Choose an mbox file or one or more .eml files.")

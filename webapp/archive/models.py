@@ -171,3 +171,17 @@ class ConnectionTest(db.Model):
     password_encrypted: Mapped[str | None] = mapped_column(db.Text)
     trusted_ca_pem: Mapped[str | None] = mapped_column(db.Text)
     result: Mapped[dict | None] = mapped_column(db.JSON)
+
+
+class ArchiveImport(db.Model):
+    """An uploaded mbox or .eml file waiting for (or done by) the import worker."""
+
+    __tablename__ = "archive_imports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_run_id: Mapped[int] = mapped_column(ForeignKey("job_runs.id", ondelete="CASCADE"), index=True)
+    space_id: Mapped[int] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(db.String(255))
+    path: Mapped[str] = mapped_column(db.String(500))
+    imported: Mapped[int] = mapped_column(default=0)
+    duplicates: Mapped[int] = mapped_column(default=0)

@@ -6,12 +6,14 @@ from flask_login import current_user, login_required
 from markupsafe import Markup
 from sqlalchemy import select
 
-from webapp.archive import bp, display, reading, services, trash
-from webapp.archive.models import Message, MessageRaw, Thread
+from webapp.archive import bp, display, importing, reading, services, trash
+from webapp.archive.models import ArchiveImport, Message, MessageRaw, Thread
 from webapp.archive.routes import archive_space
 from webapp.archive.sanitize import sanitize
 from webapp.extensions import db
-from webapp.htmx import is_htmx, partial
+from webapp.archive.forms import ImportForm
+from webapp.htmx import is_htmx, page_or_partial, partial
+from webapp.jobs import JobRun
 from webapp.spaces.access import can
 from webapp.spaces.models import ADMIN, VIEW
 
@@ -245,3 +247,37 @@ def restore_message(key, message_id):
         return partial("_empty.html")
     flash("Restored to the archive.", "success")
     return redirect(url_for("archive.trash_page", key=space.key))
+
+
+@bp.route("/spaces/<key>/mail/import", methods=["GET", "POST"])
+@login_required
+def import_mail(key):
+    """A space admin uploads an mbox (or .eml files); a worker imports them, deduplicated as fetching is."""
+    space = archive_space(key, ADMIN)
+    run, error = None, None
+    form = ImportForm()
+    if form.validate_on_submit():
+        try:
+            run = importing.start_import(space, form.files.data, current_user)
+            db.session.commit()
+        except importing.ImportError_ as exc:
+            db.session.rollback()
+            error = str(exc)
+    elif form.is_submitted():
+        error = " ".join(e for errors in form.errors.values() for e in errors)
+    if is_htmx() and request.method == "POST":
+        return partial("archive/_import_run.html", space=space, run=run, error=error)
+    return render_template("archive/import.html", space=space, run=run, error=error, form=form)
+
+
+@bp.route("/spaces/<key>/mail/import/<int:run_id>")
+@login_required
+def import_status(key, run_id):
+    space = archive_space(key, ADMIN)
+    found = db.session.get(JobRun, run_id)
+    owned = found is not None and found.kind == "import" and db.session.scalar(
+        select(ArchiveImport.id).where(ArchiveImport.job_run_id == found.id, ArchiveImport.space_id == space.id))
+    if not owned:
+        abort(404)
+    return page_or_partial("archive/import.html", "archive/_import_run.html", space=space, run=found, error=None,
+                           form=ImportForm())

@@ -1,0 +1,103 @@
+"""Bring existing mail into a space's archive from mbox or .eml files, deduplicated exactly like fetching."""
+import os
+import re
+import uuid
+from pathlib import Path
+
+from flask import current_app
+from sqlalchemy import select
+
+from webapp.archive import ingest
+from webapp.archive.models import ArchiveImport
+from webapp.extensions import db
+from webapp.jobs import JobRun, start_job
+
+BATCH = 200
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_QUOTED_FROM = re.compile(rb"^>+From ")
+
+
+class ImportError_(Exception):
+    """A problem the user can fix; its text is shown as is."""
+
+
+def upload_dir() -> Path:
+    path = Path(current_app.instance_path) / "imports"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def start_import(space, files, user) -> JobRun:
+    """Save the uploads and queue one import job for them; the caller commits."""
+    from workers.fetch import import_archive
+
+    files = [f for f in files if f and f.filename]
+    if not files:
+        raise ImportError_("Choose an mbox file or one or more .eml files.")
+    run = start_job("import", import_archive, user=user)
+    for upload in files:
+        path = upload_dir() / f"{uuid.uuid4().hex}.upload"
+        upload.save(path)
+        db.session.add(ArchiveImport(job_run_id=run.id, space_id=space.id, filename=upload.filename[:255],
+                                     path=str(path)))
+    return run
+
+
+def _messages(path: str):
+    """Each message's bytes, with CRLF line ends as a mail server would serve them (so fetched and imported
+    copies of the same message dedupe)."""
+    with open(path, "rb") as f:
+        if f.read(5) != b"From ":
+            f.seek(0)
+            yield _BARE_LF.sub(b"\r\n", f.read())
+            return
+        f.seek(0)
+        lines: list[bytes] = []
+        for line in f:  # streamed line by line: an mbox of any size never sits in memory whole
+            if line.startswith(b"From ") and (not lines or lines[-1] in (b"\n", b"\r\n")):
+                if lines:
+                    yield _unquote(lines)
+                lines = []
+                continue
+            lines.append(line)
+        if lines:
+            yield _unquote(lines)
+
+
+def _unquote(lines: list[bytes]) -> bytes:
+    """mboxrd: one '>' comes off every '>From ' line; the separator's blank line is not part of the message."""
+    if lines and lines[-1] in (b"\n", b"\r\n"):
+        lines = lines[:-1]
+    body = b"".join(line[1:] if _QUOTED_FROM.match(line) else line for line in lines)
+    return _BARE_LF.sub(b"\r\n", body)
+
+
+def count_messages(path: str) -> int:
+    with open(path, "rb") as f:
+        if f.read(5) != b"From ":
+            return 1
+        f.seek(0)
+        return sum(1 for line in f if line.startswith(b"From "))
+
+
+def run_import(run: JobRun) -> None:
+    """Import every file of `run`, committing every BATCH messages so progress shows and nothing is redone."""
+    files = list(db.session.scalars(select(ArchiveImport).where(ArchiveImport.job_run_id == run.id)))
+    run.total = sum(count_messages(f.path) for f in files if os.path.exists(f.path))
+    db.session.commit()
+    for item in files:
+        if not os.path.exists(item.path):
+            continue
+        for raw in _messages(item.path):
+            _, created = ingest.store(item.space_id, None, raw)
+            item.imported += created
+            item.duplicates += not created
+            run.done_count += 1
+            if run.done_count % BATCH == 0:
+                db.session.commit()
+        db.session.commit()
+        os.unlink(item.path)
+    imported = sum(f.imported for f in files)
+    duplicates = sum(f.duplicates for f in files)
+    run.message = f"Imported {imported} message{'' if imported == 1 else 's'}" + (
+        f"; {duplicates} {'was' if duplicates == 1 else 'were'} already in the archive." if duplicates else ".")
