@@ -111,3 +111,23 @@ def test_security_headers_on_every_page(client):
     page = response.get_data(as_text=True)
     assert not re.search(r"<script(?![^>]*\bsrc=)", page), "inline script would break the CSP"
     assert '"allowEval":false' in page and '"includeIndicatorStyles":false' in page
+
+
+def test_dates_show_in_the_readers_time_zone(client, make_user, login, db):
+    from datetime import datetime, timezone
+
+    from webapp.timeutil import format_local
+
+    ann = make_user("ann")
+    login(ann)
+    client.post("/profile", data={"full_name": "Ann", "email": "ann@example.org", "time_zone": "Asia/Tokyo"})
+    bad = client.post("/profile", data={"full_name": "Ann", "email": "ann@example.org", "time_zone": "Mars/Base"})
+    assert "Not a valid choice" in bad.get_data(as_text=True)
+    db.session.refresh(ann)
+    assert ann.time_zone == "Asia/Tokyo"
+    noon_utc = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+    from flask_login import login_user
+
+    with client.application.test_request_context():
+        login_user(ann)
+        assert format_local(noon_utc) == "2026-01-05 21:00"

@@ -30,11 +30,14 @@ class UTCDateTime(TypeDecorator):
 
 
 def format_local(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    """A stored UTC time shown in the site's time zone (people read local times)."""
+    """A stored UTC time in the reader's time zone (their profile's, else the site's)."""
     if value is None:
         return "never"
     from zoneinfo import ZoneInfo
 
+    from flask_login import current_user
+
     from webapp.settings import SiteSettings
 
-    return value.astimezone(ZoneInfo(SiteSettings.get().time_zone)).strftime(fmt)
+    zone = getattr(current_user, "time_zone", "") or SiteSettings.get().time_zone
+    return value.astimezone(ZoneInfo(zone)).strftime(fmt)

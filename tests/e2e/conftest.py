@@ -44,7 +44,7 @@ def live_server(app):
 def console_errors(page):
     """Collects console errors (CSP violations show up here) so a journey can assert there are none."""
     errors = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("console", lambda msg: errors.append(f"{msg.text} @ {msg.location}") if msg.type == "error" else None)
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     return errors
 

@@ -140,7 +140,7 @@ def _search_sqlite(space_id, terms, order, limit, before):
     if before is not None:  # SQLite holds dates as naive UTC text: compare in that form
         before = (before[0].replace(tzinfo=None).isoformat(sep=" "), before[1])
     order_by = "bm25(search_messages, 5.0, 3.0, 1.0)" if order == "relevance" else "m.date DESC, m.id DESC"
-    sql = ("SELECT m.id, snippet(search_messages, 2, char(2), char(3), '…', 16) FROM search_messages "
+    sql = ("SELECT m.id, snippet(search_messages, -1, char(2), char(3), '…', 16) FROM search_messages "
            "JOIN archive_messages m ON m.id = search_messages.rowid "
            "WHERE search_messages MATCH :q AND m.space_id = :space AND m.deleted_at IS NULL"
            + (_keyset(before, params) if order != "relevance" else "") + f" ORDER BY {order_by} LIMIT :limit")
@@ -158,7 +158,7 @@ def _search_postgres(space_id, terms, order, limit, before):
            "FROM search_messages s JOIN archive_messages m ON m.id = s.message_id, q "
            "WHERE s.vector @@ q.query AND s.space_id = :space AND m.deleted_at IS NULL"
            + ("" if relevance else _keyset(before, params)) + f" ORDER BY {order_by} LIMIT :limit) "
-           "SELECT hits.id, ts_headline('simple', left(m.body_text, 100000), q.query, "
+           "SELECT hits.id, ts_headline('simple', m.subject || ' · ' || left(m.body_text, 100000), q.query, "
            "'StartSel=\x02, StopSel=\x03, MaxWords=24, MinWords=10, MaxFragments=1') "
            f"FROM hits JOIN archive_messages m ON m.id = hits.id, q ORDER BY hits.{order_by.replace(', ', ', hits.')}")
     return db.session.execute(text(sql), params).all()

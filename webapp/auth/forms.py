@@ -1,6 +1,9 @@
 """Sign-in, first-run and profile forms."""
+from zoneinfo import available_timezones
+
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, PasswordField, StringField, SubmitField
+from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField, SubmitField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Email, EqualTo, InputRequired, Length, Regexp
 
 from webapp.formtools import no_control_chars, strip
@@ -61,6 +64,9 @@ class SetupForm(PersonFields, NewPasswordFields):
 class ProfileForm(FlaskForm):
     full_name = PersonFields.full_name
     email = PersonFields.email
+    time_zone = SelectField("Time zone", default="",
+                            choices=[SelectChoice("", "The site's time zone")] + [SelectChoice(z) for z in
+                                                                                   sorted(available_timezones())])
     submit = SubmitField("Save profile")
 
 

@@ -62,7 +62,7 @@ def profile():
     password_form = ChangePasswordForm(formdata=None)
     if form.validate_on_submit():
         try:
-            services.update_profile(current_user, form.full_name.data, form.email.data)
+            services.update_profile(current_user, form.full_name.data, form.email.data, form.time_zone.data)
         except services.AuthError as exc:
             form.email.errors.append(str(exc))
         else:

@@ -60,11 +60,11 @@ def change_password(user: User, current: str, new: str) -> None:
     user.auth_version += 1
 
 
-def update_profile(user: User, full_name: str, email: str) -> None:
+def update_profile(user: User, full_name: str, email: str, time_zone: str = "") -> None:
     taken = db.session.scalar(select(User.id).where(User.email == email, User.id != user.id))
     if taken:
         raise AuthError("Another person already uses that email address.")
-    user.full_name, user.email = full_name, email
+    user.full_name, user.email, user.time_zone = full_name, email, time_zone
 
 
 def _hash_token(token: str) -> str:
