@@ -122,3 +122,21 @@ def test_reader_searches_opens_a_thread_and_downloads_an_attachment(app, live_se
         page.get_by_role("link", name="report.pdf").click()
     assert download.value.suggested_filename == "report.pdf"
     assert console_errors == []
+
+
+def test_opening_an_html_attachment_directly_runs_nothing(app, live_server, page, reader):
+    raw = (b"From: m@example.org\r\nSubject: Invoice\r\nMessage-ID: <inv@x>\r\nContent-Type: multipart/mixed; boundary=b\r\n"
+           b"\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b\r\nContent-Type: text/html\r\n"
+           b"Content-Disposition: inline; filename=\"invoice.html\"\r\n\r\n<script>alert('attachment ran')</script>\r\n--b--\r\n")
+    message_id, _ = ingest.store(reader.id, None, raw)
+    db.session.commit()
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    sign_in(page, live_server, "rita", PASSWORD)
+    page.goto(f"{live_server}/spaces/TEAM/mail/messages/{message_id}")
+    href = page.get_by_role("link", name="invoice.html").get_attribute("href")
+    with page.expect_download() as download:
+        page.evaluate("url => { window.location.href = url }", f"{live_server}{href}")
+    assert download.value.suggested_filename == "invoice.html"
+    page.wait_for_timeout(300)
+    assert dialogs == [] and page.url.endswith(f"/messages/{message_id}")  # downloaded, never rendered
