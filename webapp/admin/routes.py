@@ -48,7 +48,7 @@ def index():
 @bp.route("/users")
 @admin_required
 def users():
-    return render_template("admin/users.html", users=services.list_users(), toggle_form=ToggleForm())
+    return render_template("admin/users.html", users=services.list_users())
 
 
 @bp.route("/users/new", methods=["GET", "POST"])
@@ -87,13 +87,13 @@ def set_user_flag(user_id, flag):
         if error:
             flash(error, "error")
         return redirect(url_for("admin.users"))
-    return partial("admin/_user_row.html", u=user, toggle_form=ToggleForm(), error=error)
+    return partial("admin/_user_row.html", u=user, error=error)
 
 
 @bp.route("/apps")
 @admin_required
 def apps():
-    return render_template("admin/apps.html", settings=SiteSettings.get(), toggle_form=ToggleForm())
+    return render_template("admin/apps.html", settings=SiteSettings.get())
 
 
 @bp.route("/apps/mail-archiving", methods=["POST"])
@@ -103,7 +103,7 @@ def toggle_mail_archiving():
         services.set_mail_archiving(_wanted_on())
         db.session.commit()
     return page_or_partial("admin/apps.html", "admin/_app_mail_archiving.html",
-                           settings=SiteSettings.get(), toggle_form=ToggleForm())
+                           settings=SiteSettings.get())
 
 
 @bp.route("/mail-archiving", methods=["GET", "POST"])
@@ -140,7 +140,6 @@ def system():
         settings=SiteSettings.get(),
         workers=Worker.all(connection=connection),
         queued=len(get_queue()),
-        toggle_form=ToggleForm(),
     )
 
 
