@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import and_, or_, select, tuple_
+from sqlalchemy.orm import selectinload
 
 from webapp.archive import search
 from webapp.archive.models import Message, MessageRaw, Thread
@@ -68,12 +69,13 @@ def messages(space_id: int, filters: Filters, before=None) -> tuple[list, dict, 
         hits = search.search(space_id, filters.q, order=filters.order, limit=PAGE * 4 if filters.active else PAGE,
                              before=before if filters.order != "relevance" else None)
         snippets = {h.message_id: h.snippet for h in hits}
-        query = _message_filters(select(Message).where(Message.id.in_(list(snippets))), space_id, filters)
+        query = _message_filters(select(Message).options(selectinload(Message.thread))
+                                 .where(Message.id.in_(list(snippets))), space_id, filters)
         found = {m.id: m for m in db.session.scalars(query)}
         rows = [found[i] for i in snippets if i in found][:PAGE]
         more = filters.order != "relevance" and len(hits) == (PAGE * 4 if filters.active else PAGE)
     else:
-        query = _message_filters(select(Message), space_id, filters)
+        query = _message_filters(select(Message).options(selectinload(Message.thread)), space_id, filters)
         if before:
             query = query.where(tuple_(Message.date, Message.id) < tuple_(*before))
         rows = list(db.session.scalars(query.order_by(Message.date.desc(), Message.id.desc()).limit(PAGE + 1)))
