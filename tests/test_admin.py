@@ -79,3 +79,18 @@ def test_general_settings_form(client, make_user, login, db):
     assert (settings.site_title, settings.time_zone) == ("Acme Mail", "Europe/Berlin")
     assert base_url() == "https://mail.acme.test"
     assert "<title>Users · Acme Mail</title>" in client.get("/admin/users").get_data(as_text=True)
+
+
+def test_mail_archiving_settings_form(client, make_user, login, db):
+    login(make_user("root", admin=True))
+    bad = client.post("/admin/mail-archiving", data={"mail_host_allowlist": "10.0.0.0/8\nnot a host!",
+                                                     "fetch_interval_minutes": "2"})
+    page = bad.get_data(as_text=True)
+    assert "is neither a network nor a host name" in page and "Choose 5 to 1440 minutes." in page
+    db.session.expire_all()
+    assert SiteSettings.get().mail_host_allowlist == "" and SiteSettings.get().fetch_interval_minutes == 30
+    client.post("/admin/mail-archiving", data={"mail_host_allowlist": " 10.0.0.0/8 \n\nmail.lan  # the LAN\n",
+                                               "fetch_interval_minutes": "15"})
+    db.session.expire_all()
+    settings = SiteSettings.get()
+    assert settings.mail_host_allowlist == "10.0.0.0/8\nmail.lan  # the LAN" and settings.fetch_interval_minutes == 15
