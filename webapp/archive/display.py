@@ -12,6 +12,8 @@ from markupsafe import Markup
 
 from webapp.archive.parse import MAX_PARTS, _decoded, _filename
 
+filename_of = _filename  # a part's filename, decoded and cleaned of control characters
+
 _URL = re.compile(r"\bhttps?://[^\s<>\"']+[^\s<>\"'.,;:!?)\]]", re.I)
 RISKY_TYPES = ("text/html", "image/svg+xml", "application/xhtml+xml", "text/xml", "application/xml")
 _BIDI = re.compile(r"[\u202a-\u202e\u2066-\u2069\u200e\u200f]")

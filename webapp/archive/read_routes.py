@@ -39,6 +39,10 @@ def _raw(message: Message) -> bytes:
     return db.session.scalar(select(MessageRaw.raw).where(MessageRaw.message_id == message.id)) or b""
 
 
+def _shown(message: Message) -> display.Display:
+    return display.load(_raw(message), message.parse_problem)
+
+
 def _private(response: Response) -> Response:
     """Archived mail is never kept by shared caches (nor by htmx's history: historyCacheSize is 0)."""
     response.headers["Cache-Control"] = "private, no-store"
@@ -73,10 +77,12 @@ def mail(key):
 def message(key, message_id):
     space = archive_space(key, VIEW)
     msg = _message(space, message_id)
-    shown = display.load(_raw(msg), msg.parse_problem)
+    shown = _shown(msg)
     text = display.text_to_html(shown.text) if shown.text is not None and shown.html is None else None
+    has_remote_images = shown.html is not None and sanitize(shown.html, lambda cid: None, False)[1]
     return _private(Response(render_template("archive/message.html", space=space, m=msg, shown=shown, text=text,
-                                             images=request.args.get("images") == "1")))
+                                             images=request.args.get("images") == "1",
+                                             has_remote_images=has_remote_images)))
 
 
 @bp.route("/spaces/<key>/mail/messages/<int:message_id>/body")
@@ -85,7 +91,7 @@ def message_body(key, message_id):
     """The HTML body, sanitized, for a sandboxed iframe: no script, no remote loads until "show images"."""
     space = archive_space(key, VIEW)
     msg = _message(space, message_id)
-    shown = display.load(_raw(msg), msg.parse_problem)
+    shown = _shown(msg)
     images = request.args.get("images") == "1"
 
     def cid_url(cid: str):
@@ -93,8 +99,8 @@ def message_body(key, message_id):
             return url_for("archive.inline_image", key=space.key, message_id=msg.id, cid=cid)
         return None
 
-    clean, blocked = sanitize(shown.html or "", cid_url, images)
-    response = Response(render_template("archive/body.html", html=Markup(clean), blocked=blocked), mimetype="text/html")
+    clean, _ = sanitize(shown.html or "", cid_url, images)
+    response = Response(render_template("archive/body.html", html=Markup(clean)), mimetype="text/html")
     own = request.host_url.rstrip("/")
     response.headers["Content-Security-Policy"] = (
         f"default-src 'none'; img-src data: {own}{' https: http:' if images else ''}; style-src 'unsafe-inline'; "
@@ -111,7 +117,7 @@ def inline_image(key, message_id, cid):
     msg = _message(space, message_id)
     raw = _raw(msg)
     index = display.load(raw, msg.parse_problem).cids.get(cid)
-    found = display.part(raw, index) if index is not None else None
+    found = display.part(raw, index) if index is not None else None  # the raw bytes are read once
     if found is None or found.get_content_type() not in INLINE_IMAGES:
         abort(404)
     response = Response(found.get_payload(decode=True) or b"", mimetype=found.get_content_type())
@@ -131,7 +137,7 @@ def attachment(key, message_id, index):
     ctype = found.get_content_type()
     if ctype in display.RISKY_TYPES or ctype.endswith(("+xml", "/xml")) or "html" in ctype:
         ctype = "application/octet-stream"
-    name = display.safe_filename(display._filename(found), found.get_content_type())
+    name = display.safe_filename(display.filename_of(found), found.get_content_type())
     response = send_file(BytesIO(found.get_payload(decode=True) or b""), mimetype=ctype, as_attachment=True,
                          download_name=name, max_age=0)
     response.headers["Content-Security-Policy"] = SANDBOX_CSP
@@ -170,7 +176,7 @@ def thread(key, thread_id):
     tree = reading.thread_tree(found)[:500]
     bodies = {}
     for msg, _depth in tree:
-        shown = display.load(_raw(msg), msg.parse_problem)
+        shown = _shown(msg)
         bodies[msg.id] = display.text_to_html(shown.text) if shown.text is not None else None
     return _private(Response(render_template("archive/thread.html", space=space, thread=found, tree=tree,
                                              bodies=bodies)))
