@@ -72,9 +72,10 @@ def test_hostile_html_runs_nothing_and_loads_nothing(app, live_server, page, rea
         app_requests.clear()
         page.goto(f"{live_server}/spaces/TEAM/mail/messages/{message_id}")
         frame = page.frame_locator("iframe.mail-body")
-        expect(frame.get_by_text(f"Hostile mail {i}")).to_be_visible()
+        expect(frame.get_by_text(f"Hostile mail {i}")).to_be_visible(timeout=15_000)  # slow when CI is busy
         page.wait_for_timeout(150)  # let any timer or autofocus a payload sets up fire
         unexpected = [u for u in app_requests if "/mail/messages/" not in u and "/static/" not in u]
+        unexpected = [u for u in unexpected if not u.endswith("/favicon.ico")]
         assert unexpected == [], f"payload {i} made the app receive {unexpected}"
         assert dialogs == [], f"payload {i} ran script: {dialogs}"
     assert seen == [], f"remote requests before 'show images': {seen}"
