@@ -247,3 +247,20 @@ def dovecot():
 def dovecot_without_tls():
     """A second Dovecot that offers no TLS at all (for "STARTTLS not offered")."""
     yield from _dovecot(ssl=False)
+
+
+@pytest.fixture(scope="session")
+def smtp_sink_servers():
+    from tests.smtpsinks import Sinks
+
+    sinks = Sinks()
+    yield sinks
+    sinks.stop()
+
+
+@pytest.fixture
+def sinks(smtp_sink_servers):
+    """Real aiosmtpd sinks (plain, STARTTLS, implicit TLS; with and without AUTH), emptied for each test."""
+    smtp_sink_servers.reset()
+    yield smtp_sink_servers
+    smtp_sink_servers.reset()

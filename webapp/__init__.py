@@ -36,12 +36,14 @@ def create_app(config: dict | None = None) -> Flask:
     from webapp.admin import bp as admin_bp
     from webapp.archive import bp as archive_bp
     from webapp.auth import bp as auth_bp
+    from webapp.outgoing import bp as outgoing_bp
     from webapp.spaces import bp as spaces_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(spaces_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(archive_bp)
+    app.register_blueprint(outgoing_bp)
 
     _register_login(app)
     _register_errors(app)
@@ -125,12 +127,13 @@ def _register_templates(app: Flask) -> None:
     from webapp.settings import SiteSettings
     from webapp.archive.trash import may_delete
     from webapp.spaces.access import role_in
-    from webapp.timeutil import format_local
+    from webapp.timeutil import format_age, format_local
 
     @app.context_processor
     def site():
         return {"site": SiteSettings.get()}
 
     app.jinja_env.filters["localtime"] = format_local
+    app.jinja_env.filters["age"] = format_age
     app.jinja_env.globals["space_role"] = lambda space: role_in(current_user, space)
     app.jinja_env.globals["may_delete_mail"] = lambda space: may_delete(current_user, space)

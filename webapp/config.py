@@ -56,6 +56,17 @@ class Config:
         self.FETCH_BATCH_BYTES = 32 * 1024 * 1024
         self.FETCH_LEASE_SECONDS = int(_env("FETCH_LEASE_SECONDS", "300"))
         self.FETCH_JOB_TIMEOUT = 6 * 3600
+        # Outgoing mail: an optional server from configuration (secrets stay out of the database).
+        self.SMTP_URL = _env("SMTP_URL")
+        self.SMTP_FROM = _env("SMTP_FROM")
+        self.SMTP_FROM_NAME = _env("SMTP_FROM_NAME")
+        self.SMTP_SUBJECT_PREFIX = _env("SMTP_SUBJECT_PREFIX")
+        self.SMTP_TIMEOUT = float(_env("SMTP_TIMEOUT", "30"))
+        ca_file = _env("SMTP_CA_FILE")
+        self.SMTP_CA_PEM = Path(ca_file).read_text() if ca_file else None
+        self.MAIL_SEND_BATCH = int(_env("MAIL_SEND_BATCH", "100"))
+        # A row left in "sending" this long (its worker died) goes back to the queue.
+        self.MAIL_SENDING_TIMEOUT_SECONDS = int(_env("MAIL_SENDING_TIMEOUT_SECONDS", "900"))
         self.MAX_CONTENT_LENGTH = int(_env("MAX_UPLOAD_MB", "1024")) * 1024 * 1024  # mbox imports
 
 

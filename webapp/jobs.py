@@ -53,12 +53,27 @@ def get_queue() -> Queue:
     return Queue(current_app.config["RQ_QUEUE"], connection=redis_connection())
 
 
-def enqueue_after_commit(func, *args, job_id: str | None = None, **options) -> None:
-    """Queue `func(*args)` when the current transaction commits; drop it if it (or its savepoint) rolls back."""
+def enqueue_after_commit(func, *args, job_id: str | None = None, once: str | None = None, **options) -> None:
+    """Queue `func(*args)` when the current transaction commits; drop it if it (or its savepoint) rolls back.
+
+    With `once`, at most one such job waits in the queue: the job calls `ready_for_more(once)` when it starts.
+    """
     session = db.session()
     session.connection()  # begin, so there is a transaction to tie the job to
     transaction = session.get_nested_transaction() or session.get_transaction()
-    session.info.setdefault(_PENDING, []).append((transaction, func, args, job_id, options))
+    pending = session.info.setdefault(_PENDING, [])
+    if once and any(item[4].get("once") == once and _within(transaction, item[0]) for item in pending):
+        return  # a job for this work already waits on this transaction (or one that holds it)
+    pending.append((transaction, func, args, job_id, dict(options, once=once) if once else options))
+
+
+def _once_key(name: str) -> str:
+    return f"spacemail:waiting:{name}"
+
+
+def ready_for_more(once: str) -> None:
+    """Called by a `once` job as it starts: work committed from now on queues another run."""
+    redis_connection().delete(_once_key(once))
 
 
 def start_job(kind: str, func, *args, user=None) -> JobRun:
@@ -78,7 +93,10 @@ def _enqueue_pending(session: Session) -> None:
     queue = get_queue()
     try:
         for _transaction, func, args, job_id, options in pending:
-            queue.enqueue(func, *args, job_id=job_id, **options)
+            once = options.get("once")
+            if once and not queue.connection.set(_once_key(once), "1", nx=True, ex=300):
+                continue  # one is waiting already and will see this work
+            queue.enqueue(func, *args, job_id=job_id, **{k: v for k, v in options.items() if k != "once"})
     except RedisError:
         # The rows are committed; the sweeper settles what Redis never got (see workers/system.py).
         log.warning("Redis refused %d job(s); the sweeper will settle them", len(pending), exc_info=True)

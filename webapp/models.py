@@ -6,3 +6,4 @@ from webapp.spaces.models import Space, SpaceRole  # noqa: F401
 from webapp.archive.models import (  # noqa: F401
     ArchiveImport, ConnectionTest, FetchRun, MailAccount, Message, MessageRaw, MessageRef, SeenMessage, Thread,
 )
+from webapp.outgoing.models import OutboundMail, SmtpServer, SmtpTest  # noqa: F401

@@ -18,6 +18,8 @@ class SiteSettings(db.Model):
     # Networks and host names mail accounts may reach besides public addresses, one per line.
     mail_host_allowlist: Mapped[str] = mapped_column(db.Text, default="")
     fetch_interval_minutes: Mapped[int] = mapped_column(default=30)
+    # Minutes to wait before each retry of a mail the server deferred; then it goes to the error queue.
+    mail_retry_minutes: Mapped[str] = mapped_column(db.String(100), default="1, 5, 15, 60, 240")
     # The first-run link: only a hash is kept, and it is cleared when the first admin exists.
     setup_token_hash: Mapped[str | None] = mapped_column(db.String(128))
     last_sweep_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -31,6 +33,12 @@ class SiteSettings(db.Model):
             db.session.add(row)
             db.session.flush()
         return row
+
+
+def retry_schedule() -> list[int]:
+    """The mail queue's backoff in minutes, e.g. [1, 5, 15, 60, 240]."""
+    text = SiteSettings.get().mail_retry_minutes or "1, 5, 15, 60, 240"
+    return [int(part) for part in text.replace(",", " ").split()]
 
 
 def base_url() -> str:

@@ -41,3 +41,14 @@ def format_local(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
 
     zone = getattr(current_user, "time_zone", "") or SiteSettings.get().time_zone
     return value.astimezone(ZoneInfo(zone)).strftime(fmt)
+
+
+def format_age(value: datetime | None) -> str:
+    """How long ago, in words: "40 seconds", "12 minutes", "3 hours", "2 days"."""
+    if value is None:
+        return "no time"
+    seconds = max(int((utcnow() - value).total_seconds()), 0)
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")):
+        if seconds >= size or unit == "second":
+            count = seconds // size
+            return f"{count} {unit}{'' if count == 1 else 's'}"

@@ -4,11 +4,13 @@ import os
 from rq import cron
 
 from workers.fetch import fetch_due_accounts, purge_trash
+from workers.send import sweep_queue
 from workers.system import sweep
 
 QUEUE = os.environ.get("SPACEMAIL_QUEUE", "spacemail")
 
 # Interval jobs also fire when `rq cron` starts, so a restart sweeps at once.
 cron.register(sweep, QUEUE, interval=60, job_timeout=120)
+cron.register(sweep_queue, QUEUE, interval=60, job_timeout=120)
 cron.register(fetch_due_accounts, QUEUE, interval=60, job_timeout=300)
 cron.register(purge_trash, QUEUE, cron="17 3 * * *", job_timeout=3600)

@@ -1,0 +1,194 @@
+"""Real SMTP sinks (aiosmtpd) on loopback: plain, STARTTLS, implicit TLS, with and without AUTH, and faults.
+
+A fault plan makes the next DATA commands answer 4xx or 5xx, drop the connection, or stall. A Tap sits in
+front of a sink and keeps every byte the client sent, for checks on what crossed the wire.
+"""
+import asyncio
+import logging
+import socket
+import ssl
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from tests.mailservers import CA, make_ca
+
+USERNAME, PASSWORD = "mailer", "s3cret pässword"
+logging.getLogger("mail.log").setLevel(logging.CRITICAL)  # aiosmtpd logs a deprecation per AUTH, and fault tracebacks
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+    login: str | None
+    tls: bool
+
+    @property
+    def message(self):
+        return message_from_bytes(self.data, policy=policy.default)
+
+
+@dataclass
+class Recorder:
+    """The handler: keeps what was delivered and every sign-in attempt; follows a fault plan."""
+
+    messages: list[Received] = field(default_factory=list)
+    auth_attempts: list[tuple[str, str]] = field(default_factory=list)
+    plan: list[str] = field(default_factory=list)  # "451 ...", "550 ...", "drop", "stall"
+    data_commands: int = 0
+    stall_seconds: float = 6.0
+
+    def reset(self) -> None:
+        self.messages.clear()
+        self.auth_attempts.clear()
+        self.plan.clear()
+        self.data_commands = 0
+
+    async def handle_DATA(self, server, session, envelope):
+        self.data_commands += 1
+        step = self.plan.pop(0) if self.plan else None
+        if step == "drop":
+            server.transport.abort()
+            return "421 4.3.0 dropped"
+        if step == "stall":
+            await asyncio.sleep(self.stall_seconds)
+            return "451 4.3.0 too late"
+        if step:
+            return step
+        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content,
+                                      getattr(session, "spacemail_login", None),
+                                      session.ssl is not None))
+        return f"250 2.0.0 Ok: queued as {len(self.messages)}"
+
+    def authenticate(self, server, session, envelope, mechanism, auth_data):
+        if isinstance(auth_data, LoginPassword):
+            login, password = auth_data.login.decode(), auth_data.password.decode()
+            self.auth_attempts.append((login, password))
+            if (login, password) == (USERNAME, PASSWORD):
+                session.spacemail_login = login
+                return AuthResult(success=True)
+        return AuthResult(success=False, handled=False)
+
+
+class Sink:
+    """One aiosmtpd server in a thread; stop() and start() keep its port."""
+
+    def __init__(self, ca: CA, *, security: str = "none", auth: bool = False) -> None:
+        self.ca, self.security, self.auth = ca, security, auth
+        self.recorder = Recorder()
+        self.port = _free_port()
+        self.controller = None
+        self.start()
+
+    def _server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        with tempfile.NamedTemporaryFile("w", suffix=".pem") as cert, tempfile.NamedTemporaryFile("w") as key:
+            cert.write(self.ca.server_cert_pem)
+            key.write(self.ca.server_key_pem)
+            cert.flush()
+            key.flush()
+            context.load_cert_chain(cert.name, key.name)
+        return context
+
+    def start(self) -> None:
+        kwargs = {}
+        if self.security == "starttls":
+            kwargs.update(tls_context=self._server_context(), require_starttls=True)
+        if self.auth:
+            # AUTH offered (over TLS after STARTTLS; at once on plain and implicit-TLS ports, where aiosmtpd
+            # cannot tell it is already encrypted); the tests check each message's login themselves.
+            kwargs.update(authenticator=self.recorder.authenticate, auth_require_tls=self.security == "starttls")
+        self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port,
+                                     ssl_context=self._server_context() if self.security == "tls" else None,
+                                     server_hostname="localhost", ready_timeout=10, **kwargs)
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    @property
+    def messages(self) -> list[Received]:
+        return self.recorder.messages
+
+
+class Tap:
+    """A loopback relay in front of `port` that keeps every byte the client sent."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.client_bytes = bytearray()
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, record: bool) -> None:
+        try:
+            while chunk := src.recv(65536):
+                if record:
+                    self.client_bytes.extend(chunk)
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self.listener.close()
+
+
+class Sinks:
+    """Every kind of sink the tests need, sharing one test CA (not in the system trust store)."""
+
+    def __init__(self) -> None:
+        self.ca = make_ca("Spacemail SMTP Test CA")
+        self.plain = Sink(self.ca)
+        self.plain_auth = Sink(self.ca, auth=True)
+        self.starttls = Sink(self.ca, security="starttls")
+        self.starttls_auth = Sink(self.ca, security="starttls", auth=True)
+        self.tls = Sink(self.ca, security="tls")
+        self.tls_auth = Sink(self.ca, security="tls", auth=True)
+
+    @property
+    def all(self) -> list[Sink]:
+        return [self.plain, self.plain_auth, self.starttls, self.starttls_auth, self.tls, self.tls_auth]
+
+    def reset(self) -> None:
+        for sink in self.all:
+            if sink.controller is None:
+                sink.start()
+            sink.recorder.reset()
+
+    def stop(self) -> None:
+        for sink in self.all:
+            sink.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,89 @@
+"""Building the bytes of one mail: safe headers, the From-name template, text and inlined-CSS HTML."""
+import re
+import string
+import unicodedata
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from urllib.parse import urlsplit
+
+import css_inline
+
+from webapp.outgoing.smtp import SmtpProfile, crlf
+from webapp.timeutil import utcnow
+
+# Headers a queued mail may carry besides the ones built here (issue 6 adds List-*, threading).
+EXTRA_HEADERS = ("List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "In-Reply-To", "References",
+                 "X-Spacemail-Reason")
+_SMTP = policy.SMTP.clone(max_line_length=78)
+_inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_link_tags=False, keep_style_tags=False)
+
+
+class _FromTemplate(string.Template):
+    """${fullname}, ${email} and ${email.hostname}; anything else stays as written."""
+
+    idpattern = r"(?a:[_a-z][_a-z0-9]*(?:\.[_a-z][_a-z0-9]*)?)"
+
+
+def clean_header_text(value: str, limit: int = 300) -> str:
+    """One line of text: no CR, LF, NUL, Unicode line breaks or other control characters."""
+    value = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in value or "")
+    return " ".join(value.split())[:limit]
+
+
+def render_from_name(template: str, fullname: str, email: str) -> str:
+    """The display name of From: the admin's template with the three variables, made safe for a header."""
+    values = {"fullname": clean_header_text(fullname), "email": clean_header_text(email),
+              "email.hostname": clean_header_text(email.rpartition("@")[2])}
+    return clean_header_text(_FromTemplate(template or "").safe_substitute(values), 200)
+
+
+def new_message_id(host: str | None = None) -> str:
+    return make_msgid(idstring="spacemail", domain=host or "spacemail.invalid")
+
+
+def message_id_host(base_url: str) -> str:
+    return (urlsplit(base_url).hostname or "spacemail.invalid").lower()
+
+
+def normalize_body(text: str) -> str:
+    """Line endings as LF (the generator writes CRLF); nothing else in the text changes."""
+    return re.sub(r"\r\n|\r|\n", "\n", text or "")
+
+
+def inline_css(html: str) -> str:
+    """Styles moved into style attributes; <link> stylesheets dropped, never fetched."""
+    return _inliner.inline(html)
+
+
+def build(mail, profile: SmtpProfile, actor=None, site_name: str = "Spacemail") -> tuple[str, bytes]:
+    """The envelope sender and the bytes of `mail` as sent through `profile`."""
+    fullname = actor.full_name if actor is not None else site_name
+    email = actor.email if actor is not None else profile.from_address
+    msg = EmailMessage(policy=_SMTP)
+    msg["From"] = Address(display_name=render_from_name(profile.from_name, fullname, email),
+                          addr_spec=profile.from_address)
+    msg["To"] = Address(addr_spec=mail.recipient)
+    if profile.reply_to_policy == "actor" and actor is not None and actor.email:
+        msg["Reply-To"] = Address(display_name=clean_header_text(actor.full_name, 200), addr_spec=actor.email)
+    prefix = clean_header_text(profile.subject_prefix, 100)
+    subject = clean_header_text(mail.subject, 400)
+    msg["Subject"] = f"{prefix} {subject}" if prefix else subject
+    msg["Date"] = format_datetime(utcnow())
+    msg["Message-ID"] = clean_header_text(mail.message_id, 250)
+    msg["Auto-Submitted"] = "auto-generated"
+    for name in EXTRA_HEADERS:
+        value = (mail.headers or {}).get(name)
+        if value:
+            msg[name] = clean_header_text(value, 900)
+    text = normalize_body(mail.body_text)
+    msg.set_content(text, cte=_cte(text))
+    if mail.body_html:
+        msg.add_alternative(normalize_body(inline_css(mail.body_html)), subtype="html")
+    return profile.from_address, crlf(msg.as_bytes(policy=_SMTP))
+
+
+def _cte(text: str) -> str:
+    """Quoted-printable keeps the text readable and every line short, whatever the body holds."""
+    return "7bit" if text.isascii() and all(len(line) < 900 for line in text.split("\n")) else "quoted-printable"

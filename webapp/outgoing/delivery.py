@@ -1,0 +1,140 @@
+"""Sending what is due: an atomic claim, one connection per server, failover, backoff and the error queue."""
+import logging
+import uuid
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import select, update
+
+from webapp.auth.models import User
+from webapp.extensions import db
+from webapp.outgoing import compose
+from webapp.outgoing.models import FAILED, QUEUED, SENDING, SENT, OutboundMail, SmtpTest
+from webapp.outgoing.servers import ordered_profiles, profile_for
+from webapp.outgoing.smtp import SmtpError, SmtpProfile, SmtpSession
+from webapp.settings import SiteSettings, retry_schedule
+from webapp.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+
+def claim(limit: int) -> tuple[str, list[int]]:
+    """Mark up to `limit` due rows as ours in one statement: two workers never claim one row."""
+    token, now = uuid.uuid4().hex, utcnow()
+    due = (select(OutboundMail.id).where(OutboundMail.state == QUEUED, OutboundMail.next_attempt_at <= now)
+           .order_by(OutboundMail.next_attempt_at, OutboundMail.id).limit(limit))
+    if db.engine.dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    ids = db.session.scalars(
+        update(OutboundMail).where(OutboundMail.id.in_(due.scalar_subquery()), OutboundMail.state == QUEUED)
+        .values(state=SENDING, claim_token=token, claimed_at=now).returning(OutboundMail.id)
+        .execution_options(synchronize_session=False)).all()
+    db.session.commit()
+    return token, sorted(ids)
+
+
+def deliver_due() -> int:
+    """Send due mail in batches until none is due; returns how many were sent."""
+    profiles = ordered_profiles()
+    if not profiles:
+        return 0  # nothing to send through: the mail waits, and the queue page says why
+    sent = 0
+    while True:
+        token, ids = claim(current_app.config["MAIL_SEND_BATCH"])
+        if not ids:
+            return sent
+        sent += send_batch(token, ids, profiles)
+
+
+class _Pool:
+    """One open session per server for the batch; a server that failed to open is skipped for the batch."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, SmtpSession] = {}
+        self.down: dict[str, SmtpError] = {}
+
+    def get(self, profile: SmtpProfile) -> SmtpSession:
+        if profile.key in self.down:
+            raise self.down[profile.key]
+        session = self.sessions.get(profile.key)
+        if session is None or session.conn is None:
+            try:
+                session = SmtpSession(profile).open()
+            except SmtpError as exc:
+                self.down[profile.key] = exc
+                raise
+            self.sessions[profile.key] = session
+        return session
+
+    def close(self) -> None:
+        for session in self.sessions.values():
+            session.close()
+
+
+def send_batch(token: str, ids: list[int], profiles: list[SmtpProfile]) -> int:
+    rows = list(db.session.scalars(select(OutboundMail).where(OutboundMail.id.in_(ids),
+                                                               OutboundMail.claim_token == token)
+                                   .order_by(OutboundMail.id)))
+    actor_ids = {r.actor_id for r in rows if r.actor_id}
+    actors = {u.id: u for u in db.session.scalars(select(User).where(User.id.in_(actor_ids)))} if actor_ids else {}
+    site_name = SiteSettings.get().site_title
+    schedule = retry_schedule()
+    pool, sent = _Pool(), 0
+    db.session.commit()
+    try:
+        for row in rows:
+            candidates = profiles
+            if row.server_key:
+                pinned = profile_for(row.server_key)
+                candidates = [pinned] if pinned else profiles
+            values = _attempt(row, candidates, pool, actors.get(row.actor_id), site_name, schedule)
+            db.session.execute(update(OutboundMail).where(OutboundMail.id == row.id,
+                                                          OutboundMail.claim_token == token)
+                               .values(claim_token=None, attempts=row.attempts + 1, **values)
+                               .execution_options(synchronize_session=False))
+            if row.kind == "test" and values["state"] != QUEUED:
+                _record_test(row, values)
+            db.session.commit()  # per mail: a crash resends at most the mail in flight
+            sent += values["state"] == SENT
+    finally:
+        pool.close()
+    return sent
+
+
+def _attempt(row: OutboundMail, candidates: list[SmtpProfile], pool: _Pool, actor, site_name: str,
+             schedule: list[int]) -> dict:
+    """Try each server in turn while failures are transient; the new column values of the row."""
+    notes = []
+    for profile in candidates:
+        try:
+            sender, data = compose.build(row, profile, actor, site_name)
+        except (ValueError, TypeError) as exc:
+            return _failed(f"The mail could not be built: {exc}")
+        try:
+            reply = pool.get(profile).send(sender, row.recipient, data)
+        except SmtpError as exc:
+            if exc.kind == "timeout":
+                pool.down[profile.key] = exc  # a stalled server would make every mail of the batch wait
+            if not exc.transient:
+                return _failed(f"{profile.name}: {exc.message}")
+            notes.append(f"{profile.name}: {exc.message}")
+            continue
+        return {"state": SENT, "sent_at": utcnow(), "sent_via": profile.name[:120], "server_reply": reply[:500],
+                "last_error": "; ".join(notes) or None}
+    attempt = row.attempts + 1
+    if attempt > len(schedule):
+        return _failed(f"Gave up after {attempt} attempts. " + "; ".join(notes))
+    return {"state": QUEUED, "next_attempt_at": utcnow() + timedelta(minutes=schedule[attempt - 1]),
+            "last_error": "; ".join(notes)}
+
+
+def _record_test(row: OutboundMail, values: dict) -> None:
+    """A test email sent through the queue reports its outcome as the server's last test result."""
+    ok = values["state"] == SENT
+    result = {"ok": ok, "via_queue": True, "reply": values.get("server_reply"), "kind": None if ok else "failed",
+              "message": values.get("last_error") or "", "hint": "", "transcript": []}
+    db.session.execute(update(SmtpTest).where(SmtpTest.mail_id == row.id).values(result=result))
+
+
+def _failed(message: str) -> dict:
+    return {"state": FAILED, "failed_at": utcnow(), "last_error": message}

@@ -1,0 +1,124 @@
+"""The mail queue: rows in, a worker woken after commit; flush, resend, delete; what the admin page shows."""
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from email_validator import EmailNotValidError, validate_email
+from flask import current_app
+from sqlalchemy import delete, func, select, update
+
+from webapp.extensions import db
+from webapp.jobs import enqueue_after_commit
+from webapp.outgoing.compose import message_id_host, new_message_id
+from webapp.outgoing.models import FAILED, QUEUED, SENDING, SENT, OutboundMail
+from webapp.settings import base_url
+from webapp.timeutil import utcnow
+
+WAKE = "send-mail"
+WAITING_TOO_LONG = timedelta(minutes=30)
+PAGE_SIZE = 50
+
+
+class QueueError(Exception):
+    """A mail that cannot be queued as asked; its text is shown as is."""
+
+
+def queue_mail(recipient: str, subject: str, body_text: str, body_html: str | None = None, *, actor=None,
+               kind: str = "notification", headers: dict | None = None, server_key: str | None = None) -> OutboundMail:
+    """One row per mail, in the caller's transaction; a worker is woken once that commits."""
+    try:
+        recipient = validate_email(recipient, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise QueueError(f"{recipient!r} is not a mail address: {exc}") from None
+    mail = OutboundMail(recipient=recipient, subject=subject, body_text=body_text, body_html=body_html,
+                        actor_id=getattr(actor, "id", None), kind=kind, headers=headers or {},
+                        server_key=server_key, message_id=new_message_id(message_id_host(base_url())),
+                        next_attempt_at=utcnow())
+    db.session.add(mail)
+    wake_sender()
+    return mail
+
+
+def wake_sender() -> None:
+    """After commit, one waiting deliver_due job: more wakes while it waits add nothing."""
+    from workers.send import deliver_due
+
+    enqueue_after_commit(deliver_due, once=WAKE, job_timeout=3600)
+
+
+def flush() -> int:
+    """Every queued mail is due now, and a worker is woken; returns how many are queued."""
+    result = db.session.execute(update(OutboundMail).where(OutboundMail.state == QUEUED)
+                                .values(next_attempt_at=utcnow()))
+    wake_sender()
+    return result.rowcount
+
+
+def resend(ids: list[int]) -> int:
+    """Mail from the error queue goes back to the queue, due now, with its attempts counted afresh."""
+    result = db.session.execute(update(OutboundMail).where(OutboundMail.id.in_(ids), OutboundMail.state == FAILED)
+                                .values(state=QUEUED, attempts=0, next_attempt_at=utcnow(), failed_at=None))
+    if result.rowcount:
+        wake_sender()
+    return result.rowcount
+
+
+def delete_failed(ids: list[int]) -> int:
+    return db.session.execute(delete(OutboundMail).where(OutboundMail.id.in_(ids), OutboundMail.state == FAILED)
+                              ).rowcount
+
+
+def reclaim_stuck() -> int:
+    """Rows whose worker died while sending go back to the queue (the sweeper calls this)."""
+    limit = utcnow() - timedelta(seconds=current_app.config["MAIL_SENDING_TIMEOUT_SECONDS"])
+    return db.session.execute(
+        update(OutboundMail).where(OutboundMail.state == SENDING, OutboundMail.claimed_at < limit)
+        .values(state=QUEUED, claim_token=None, next_attempt_at=utcnow(),
+                last_error="The worker stopped while sending this mail; it was queued again.")).rowcount
+
+
+def due_count() -> int:
+    return db.session.scalar(select(func.count(OutboundMail.id)).where(
+        OutboundMail.state == QUEUED, OutboundMail.next_attempt_at <= utcnow()))
+
+
+def forget_sent(days: int = 7) -> int:
+    """Sent mail is kept a week for the "Recently sent" list, then dropped."""
+    return db.session.execute(delete(OutboundMail).where(
+        OutboundMail.state == SENT, OutboundMail.sent_at < utcnow() - timedelta(days=days))).rowcount
+
+
+@dataclass
+class Health:
+    queued: int
+    sending: int
+    failed: int
+    oldest: datetime | None
+
+    @property
+    def waiting_too_long(self) -> bool:
+        return self.oldest is not None and utcnow() - self.oldest > WAITING_TOO_LONG
+
+    @property
+    def warning(self) -> bool:
+        return self.waiting_too_long or self.failed > 0
+
+
+def health() -> Health:
+    counts = dict(db.session.execute(select(OutboundMail.state, func.count(OutboundMail.id))
+                                     .where(OutboundMail.state != SENT).group_by(OutboundMail.state)).all())
+    oldest = db.session.scalar(select(func.min(OutboundMail.created_at))
+                               .where(OutboundMail.state.in_([QUEUED, SENDING])))
+    return Health(counts.get(QUEUED, 0), counts.get(SENDING, 0), counts.get(FAILED, 0), oldest)
+
+
+def page_of(states: tuple[str, ...], page: int, order=None) -> tuple[list[OutboundMail], bool]:
+    """One page of mail in `states` and whether another follows."""
+    order = order if order is not None else (OutboundMail.id,)
+    rows = list(db.session.scalars(select(OutboundMail).where(OutboundMail.state.in_(states)).order_by(*order)
+                                   .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)))
+    return rows[:PAGE_SIZE], len(rows) > PAGE_SIZE
+
+
+def recently_sent(limit: int = 10) -> list[OutboundMail]:
+    return list(db.session.scalars(select(OutboundMail).where(OutboundMail.state == SENT)
+                                   .order_by(OutboundMail.sent_at.desc()).limit(limit)))

@@ -1,0 +1,174 @@
+"""SMTP servers: create, edit, remove, the default and the failover order, and the one from configuration."""
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from flask import current_app
+from sqlalchemy import func, select, update
+
+from webapp.extensions import db
+from webapp.outgoing.models import DEFAULT_PORTS, NONE, QUEUED, STARTTLS, TLS, OutboundMail, SmtpServer, SmtpTest
+from webapp.outgoing.smtp import SmtpProfile
+from webapp.security import secret_box
+
+CONFIG_KEY = "config"
+_SCHEMES = {"smtp": NONE, "smtp+starttls": STARTTLS, "smtps": TLS}
+
+
+class OutgoingError(Exception):
+    """A problem the admin can fix; its text is shown as is."""
+
+
+@dataclass
+class ServerData:
+    name: str
+    from_address: str
+    from_name: str
+    subject_prefix: str
+    host: str
+    port: int
+    security: str
+    username: str
+    password: str  # "" on edit keeps the saved one, unless the username is cleared
+    timeout_seconds: int
+    reply_to_policy: str
+    trusted_ca_pem: str
+
+
+def servers() -> list[SmtpServer]:
+    return list(db.session.scalars(select(SmtpServer).order_by(SmtpServer.position, SmtpServer.id)))
+
+
+def configured_profile() -> SmtpProfile | None:
+    """The server from SPACEMAIL_SMTP_URL, or None when it is not set. Raises OutgoingError when unreadable."""
+    config = current_app.config
+    url = config.get("SMTP_URL")
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in _SCHEMES or not parts.hostname:
+        raise OutgoingError("SPACEMAIL_SMTP_URL must look like smtp+starttls://user:password@host:587 "
+                            "(schemes: smtp, smtp+starttls, smtps).")
+    if not config.get("SMTP_FROM"):
+        raise OutgoingError("SPACEMAIL_SMTP_URL is set but SPACEMAIL_SMTP_FROM (the From address) is not.")
+    try:
+        port = parts.port or DEFAULT_PORTS[_SCHEMES[parts.scheme]]
+    except ValueError:
+        raise OutgoingError("The port in SPACEMAIL_SMTP_URL is not a number from 1 to 65535.") from None
+    return SmtpProfile(
+        key=CONFIG_KEY, name="From configuration", host=parts.hostname, port=port, security=_SCHEMES[parts.scheme],
+        from_address=config["SMTP_FROM"], from_name=config.get("SMTP_FROM_NAME") or "${fullname} (Spacemail)",
+        subject_prefix=config.get("SMTP_SUBJECT_PREFIX") or "",
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        timeout=float(config.get("SMTP_TIMEOUT") or 30), trusted_ca_pem=config.get("SMTP_CA_PEM") or None,
+        from_configuration=True,
+    )
+
+
+def configuration_problem() -> str | None:
+    try:
+        configured_profile()
+    except OutgoingError as exc:
+        return str(exc)
+    return None
+
+
+def _safe_configured() -> SmtpProfile | None:
+    try:
+        return configured_profile()
+    except OutgoingError:
+        return None
+
+
+def profile(server: SmtpServer) -> SmtpProfile:
+    password = None
+    if server.username and server.password_encrypted:
+        password = secret_box().decrypt(server.password_encrypted)
+    return SmtpProfile(
+        key=server.key, name=server.name, host=server.host, port=server.port, security=server.security,
+        from_address=server.from_address, from_name=server.from_name, subject_prefix=server.subject_prefix,
+        username=server.username or None, password=password, timeout=float(server.timeout_seconds),
+        reply_to_policy=server.reply_to_policy, trusted_ca_pem=server.trusted_ca_pem,
+    )
+
+
+def default_key(rows: list[SmtpServer] | None = None) -> str | None:
+    """A server marked default; else the configured one; else the first in the list."""
+    rows = servers() if rows is None else rows
+    marked = next((s for s in rows if s.is_default), None)
+    if marked is not None:
+        return marked.key
+    if _safe_configured() is not None:
+        return CONFIG_KEY
+    return rows[0].key if rows else None
+
+
+def ordered_profiles() -> list[SmtpProfile]:
+    """The default first, then the others in the listed order: the failover order."""
+    rows = servers()
+    configured = _safe_configured()
+    listed = ([configured] if configured else []) + [profile(s) for s in rows]
+    first = default_key(rows)
+    return sorted(listed, key=lambda p: p.key != first)
+
+
+def profile_for(key: str) -> SmtpProfile | None:
+    if key == CONFIG_KEY:
+        return _safe_configured()
+    server = db.session.get(SmtpServer, int(key)) if key.isdigit() else None
+    return profile(server) if server else None
+
+
+def create_server(data: ServerData) -> SmtpServer:
+    if data.username and not data.password:
+        raise OutgoingError("Enter the password for this username, or clear the username to send without signing in.")
+    position = (db.session.scalar(select(func.max(SmtpServer.position))) or 0) + 1
+    server = SmtpServer(position=position)
+    _apply(server, data)
+    db.session.add(server)
+    db.session.flush()
+    return server
+
+
+def update_server(server: SmtpServer, data: ServerData) -> None:
+    changed = (data.host.lower(), data.port, data.username or None) != (server.host, server.port, server.username)
+    if data.username and not data.password and (changed or not server.password_encrypted):
+        raise OutgoingError("You changed the host, port or username: enter the password again."
+                            if changed else "Enter the password for this username.")
+    _apply(server, data)
+
+
+def _apply(server: SmtpServer, data: ServerData) -> None:
+    server.name, server.from_address = data.name or "SMTP Server", data.from_address
+    server.from_name, server.subject_prefix = data.from_name, data.subject_prefix
+    server.host, server.port, server.security = data.host.lower(), data.port, data.security
+    server.timeout_seconds, server.reply_to_policy = data.timeout_seconds, data.reply_to_policy
+    server.trusted_ca_pem = data.trusted_ca_pem or None
+    server.username = data.username or None
+    if not data.username:
+        server.password_encrypted = None  # clearing the username really turns authentication off
+    elif data.password:
+        server.password_encrypted = secret_box().encrypt(data.password)
+
+
+def remove_server(server: SmtpServer) -> None:
+    """Mail pinned to it goes through the default instead; its test results go with it."""
+    db.session.execute(update(OutboundMail).where(OutboundMail.server_key == server.key,
+                                                  OutboundMail.state == QUEUED).values(server_key=None))
+    db.session.execute(SmtpTest.__table__.delete().where(SmtpTest.server_key == server.key))
+    db.session.delete(server)
+
+
+def set_default(key: str) -> None:
+    db.session.execute(update(SmtpServer).values(is_default=False))
+    if key != CONFIG_KEY:
+        db.session.get(SmtpServer, int(key)).is_default = True
+
+
+def last_tests(keys: list[str]) -> dict[str, SmtpTest]:
+    """The newest finished test of each server, in one query."""
+    if not keys:
+        return {}
+    newest = (select(func.max(SmtpTest.id)).where(SmtpTest.server_key.in_(keys), SmtpTest.result.is_not(None))
+              .group_by(SmtpTest.server_key))
+    return {t.server_key: t for t in db.session.scalars(select(SmtpTest).where(SmtpTest.id.in_(newest)))}

@@ -1,0 +1,353 @@
+"""Talking to an SMTP server: verified TLS, STARTTLS that is never skipped, and one clear error per cause."""
+import base64
+import re
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass, field
+
+from webapp.archive.connect import peek_certificate
+from webapp.outgoing.models import STARTTLS, TLS
+
+_EOL = re.compile(rb"\r\n|\r|\n")
+
+
+@dataclass(frozen=True)
+class SmtpProfile:
+    """Everything needed to send through one server, from the database or from SPACEMAIL_SMTP_URL."""
+
+    key: str
+    name: str
+    host: str
+    port: int
+    security: str
+    from_address: str
+    from_name: str = "${fullname} (Spacemail)"
+    subject_prefix: str = ""
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout: float = 30.0
+    reply_to_policy: str = "none"
+    trusted_ca_pem: str | None = None
+    from_configuration: bool = False
+
+    def __repr__(self) -> str:  # never the password, in logs or tracebacks
+        return f"SmtpProfile({self.key}: {self.security}://{self.username or ''}@{self.host}:{self.port})"
+
+
+class SmtpError(Exception):
+    """One cause of failure: `kind`, a message and a hint an admin can act on, and whether to retry."""
+
+    def __init__(self, kind: str, message: str, hint: str = "", *, transient: bool = True,
+                 broken: bool = True, code: int | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.hint = kind, message, hint
+        self.transient, self.broken, self.code = transient, broken, code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def tls_context(trusted_ca_pem: str | None) -> ssl.SSLContext:
+    """The system's trust store plus the server's own CA when it has one; never unverified."""
+    context = ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if trusted_ca_pem:
+        try:
+            context.load_verify_locations(cadata=trusted_ca_pem)
+        except (ssl.SSLError, ValueError):
+            raise SmtpError("invalid", "The trusted CA certificate is not a valid PEM certificate.",
+                            "Paste the CA certificate in PEM form.") from None
+    return context
+
+
+def crlf(data: bytes) -> bytes:
+    """Every line ending as CRLF: a bare CR or LF on the wire is how SMTP smuggling starts."""
+    return _EOL.sub(b"\r\n", data)
+
+
+class _Recording:
+    """Keeps the conversation for Send Test Email, with credentials and message bodies left out."""
+
+    transcript: list[str] | None = None
+    _in_auth = False
+    _body_next = False
+
+    def send(self, s):
+        if self.transcript is not None and len(self.transcript) < 200:
+            text = s.decode("ascii", "replace") if isinstance(s, bytes) else s
+            if self._body_next:
+                self._body_next = False
+                self.transcript.append(f"C: <the message, {len(s):,} bytes>")
+            elif text[:5].upper() == "AUTH ":
+                self._in_auth = True
+                self.transcript.append("C: " + " ".join(text.split()[:2]) + (" ****" if len(text.split()) > 2 else ""))
+            elif self._in_auth:
+                self.transcript.append("C: ****")
+            else:
+                self.transcript.append("C: " + text.rstrip("\r\n"))
+                self._body_next = text[:4].upper() == "DATA"
+        super().send(s)
+
+    def getreply(self):
+        code, message = super().getreply()
+        if self.transcript is not None:
+            self._in_auth = self._in_auth and code == 334
+            self._body_next = self._body_next and code == 354
+            lines = message.decode("utf-8", "replace").splitlines() or [""]
+            self.transcript.extend(f"S: {code} {line}" for line in lines[:20])
+        return code, message
+
+
+class _SMTP(_Recording, smtplib.SMTP):
+    pass
+
+
+class _SMTPS(_Recording, smtplib.SMTP_SSL):
+    pass
+
+
+class SmtpSession:
+    """One connection: open() greets, secures and signs in; send() delivers one mail; close() quits."""
+
+    def __init__(self, profile: SmtpProfile, *, record: bool = False, local_hostname: str | None = None) -> None:
+        self.profile = profile
+        self.transcript: list[str] | None = [] if record else None
+        self.local_hostname = local_hostname or "spacemail.localdomain"
+        self.conn = None
+
+    def open(self) -> "SmtpSession":
+        p = self.profile
+        context = tls_context(p.trusted_ca_pem) if p.security in (STARTTLS, TLS) else None
+        try:
+            if p.security == TLS:
+                conn = _SMTPS(local_hostname=self.local_hostname, timeout=p.timeout, context=context)
+            else:
+                conn = _SMTP(local_hostname=self.local_hostname, timeout=p.timeout)
+            conn.transcript = self.transcript
+            conn._host = p.host  # smtplib takes the TLS server name from here (set only by its constructor)
+            self.conn = conn
+            self._greet(conn)
+            conn.ehlo_or_helo_if_needed()
+            if p.security == STARTTLS:
+                if not conn.has_extn("starttls"):
+                    raise starttls_missing(p)
+                conn.starttls(context=context)
+                conn.ehlo()
+            if p.username:
+                self._login(conn)
+        except SmtpError:
+            self.close()
+            raise
+        except ssl.SSLCertVerificationError as exc:
+            self.close()
+            raise self._untrusted(exc) from None
+        except (ssl.SSLError, smtplib.SMTPException, OSError) as exc:
+            self.close()
+            raise classify(exc, p) from None
+        return self
+
+    def _greet(self, conn) -> None:
+        p = self.profile
+        try:
+            code, message = conn.connect(p.host, p.port)
+        except ssl.SSLCertVerificationError:
+            raise
+        except ssl.SSLError:
+            if _speaks_plain_smtp(p):
+                raise wrong_port_plain(p) from None
+            raise
+        except (smtplib.SMTPServerDisconnected, TimeoutError, socket.timeout):
+            if p.security != TLS and _speaks_tls(p):
+                raise wrong_port_tls(p) from None
+            raise
+        if code != 220:
+            raise SmtpError("greeting_refused", f"The server refused the connection: {code} {_text(message)}",
+                            "The server may be busy or may not accept mail from this host.", code=code)
+
+    def _login(self, conn) -> None:
+        p = self.profile
+        if not conn.has_extn("auth"):
+            offered = "over this unencrypted connection" if p.security not in (STARTTLS, TLS) else ""
+            raise SmtpError("auth_not_offered", f"The server offers no authentication (AUTH) {offered}".strip() + ".",
+                            "Clear the username and password if this server relays by address, or choose STARTTLS "
+                            "or SSL/TLS: many servers offer AUTH only over TLS.")
+        offered = conn.esmtp_features.get("auth", "").upper().split()
+        usable = [m for m in ("PLAIN", "LOGIN", "CRAM-MD5") if m in offered]
+        if not usable:
+            raise SmtpError("auth_mechanisms", f"The server offers {', '.join(offered) or 'no'} authentication, none "
+                            "of which Spacemail supports.", "Spacemail signs in with PLAIN, LOGIN or CRAM-MD5.")
+        code, message = _authenticate(conn, usable, p.username, p.password or "")
+        if code != 235:
+            raise SmtpError("login_refused", f"The server refused the username or password: {code} {_text(message)}",
+                            "Check the username and password.", code=code)
+
+    def _untrusted(self, exc: ssl.SSLCertVerificationError) -> SmtpError:
+        p = self.profile
+        detail = exc.verify_message or "verification failed"
+        try:
+            from cryptography import x509
+
+            der = peek_certificate(p.host, p.port, p.host, min(p.timeout, 10),
+                                   None if p.security == TLS else _starttls_preamble)
+            cert = x509.load_der_x509_certificate(der)
+            who = f" Subject: {cert.subject.rfc4514_string()}; issuer: {cert.issuer.rfc4514_string()}."
+        except Exception:
+            who = ""
+        return SmtpError("certificate_untrusted", f"The server's certificate is not trusted ({detail}).{who}",
+                         "If this server uses its own CA, add that CA certificate (PEM) to the server's settings.")
+
+    def send(self, sender: str, recipient: str, data: bytes) -> str:
+        """Deliver one mail; the server's final reply, or an SmtpError saying whether to retry."""
+        conn = self.conn
+        try:
+            options = ["SMTPUTF8"] if not (sender + recipient).isascii() and conn.has_extn("smtputf8") else []
+            code, message = conn.mail(sender, options)
+            if code != 250:
+                raise self._refused("sender_refused", f"The server refused the sender {sender}", code, message)
+            code, message = conn.rcpt(recipient)
+            if code not in (250, 251):
+                raise self._refused("recipient_refused", f"The server refused the recipient {recipient}", code,
+                                    message)
+            code, message = conn.data(crlf(data))
+            if code != 250:
+                raise self._refused("rejected", "The server did not accept the message", code, message)
+            return f"{code} {_text(message)}"
+        except SmtpError:
+            raise
+        except (smtplib.SMTPException, OSError, UnicodeError) as exc:
+            self.close()
+            raise classify(exc, self.profile) from None
+
+    def _refused(self, kind: str, what: str, code: int, message: bytes) -> SmtpError:
+        try:
+            self.conn.rset()
+        except (smtplib.SMTPException, OSError):
+            self.close()
+        permanent = 500 <= code < 600
+        hint = {"sender_refused": "Use a From address this server may send as.",
+                "recipient_refused": "Check the address; the server does not accept mail for it." if permanent
+                else "The server asks to try again later."}.get(kind, "")
+        return SmtpError(kind, f"{what}: {code} {_text(message)}", hint, transient=not permanent,
+                         broken=self.conn is None, code=code)
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        try:
+            if conn.sock is not None:
+                conn.quit()
+        except (smtplib.SMTPException, OSError):
+            pass
+        finally:
+            conn.close()
+
+
+def _authenticate(conn, usable: list[str], username: str, password: str) -> tuple[int, bytes]:
+    """AUTH with UTF-8 credentials (RFC 4616); smtplib's own login() only takes ASCII passwords."""
+    b64 = lambda text: base64.b64encode(text.encode("utf-8")).decode("ascii")  # noqa: E731
+    if "PLAIN" in usable:
+        return conn.docmd("AUTH", "PLAIN " + b64(f"\0{username}\0{password}"))
+    if "LOGIN" in usable:
+        code, message = conn.docmd("AUTH", "LOGIN " + b64(username))
+        return conn.docmd(b64(password)) if code == 334 else (code, message)
+    conn.user, conn.password = username, password
+    try:
+        return conn.auth("CRAM-MD5", conn.auth_cram_md5)
+    except smtplib.SMTPAuthenticationError as exc:
+        return exc.smtp_code, exc.smtp_error
+    except UnicodeError:
+        return 535, b"CRAM-MD5 cannot carry a password with non-ASCII characters"
+
+
+def _text(message) -> str:
+    if isinstance(message, bytes):
+        message = message.decode("utf-8", "replace")
+    return " ".join(str(message).split())[:300]
+
+
+def starttls_missing(p: SmtpProfile) -> SmtpError:
+    return SmtpError("starttls_missing", f"The server on port {p.port} did not offer STARTTLS, which this server's "
+                     "settings require. Nothing was sent unencrypted.",
+                     "Use the port that offers STARTTLS (usually 587), or choose SSL/TLS on port 465.")
+
+
+def wrong_port_tls(p: SmtpProfile) -> SmtpError:
+    return SmtpError("wrong_port_tls", f"The server on port {p.port} expects TLS from the first byte (SSL/TLS), but "
+                     f"this server is set to {'STARTTLS' if p.security == STARTTLS else 'no security'}.",
+                     "Choose SSL/TLS for this port, or use port 587 with STARTTLS.")
+
+
+def wrong_port_plain(p: SmtpProfile) -> SmtpError:
+    return SmtpError("wrong_port_plain", f"The server on port {p.port} speaks plain SMTP, not SSL/TLS.",
+                     "Choose STARTTLS for this port (usually 587 or 25), or use port 465 for SSL/TLS.")
+
+
+def classify(exc: BaseException, p: SmtpProfile) -> SmtpError:
+    """One SmtpError for whatever smtplib, ssl or the socket raised."""
+    if isinstance(exc, SmtpError):
+        return exc
+    if isinstance(exc, ConnectionRefusedError):
+        return SmtpError("refused", f"Nothing accepts connections on {p.host} port {p.port}.",
+                         "Check the host and port, and that the mail server is running.")
+    if isinstance(exc, socket.gaierror):
+        return SmtpError("name_not_found", f"The name {p.host} was not found.", "Check the hostname for typos.")
+    if isinstance(exc, (TimeoutError, socket.timeout)) or "timed out" in str(exc):
+        return SmtpError("timeout", f"The server did not answer within {p.timeout:g} seconds.",
+                         "Check the host, the port and any firewall; raise the timeout for a slow server.")
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return SmtpError("not_supported", f"The server does not support what was asked: {exc}", "")
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return SmtpError("disconnected", "The server closed the connection before it confirmed the message.",
+                         "It will be tried again; if this repeats, the server's log says why.")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        permanent = 500 <= exc.smtp_code < 600
+        return SmtpError("rejected" if permanent else "deferred", f"The server answered {exc.smtp_code} "
+                         f"{_text(exc.smtp_error)}", "", transient=not permanent, code=exc.smtp_code)
+    if isinstance(exc, ssl.SSLError):
+        return SmtpError("tls_failed", f"The TLS handshake failed ({exc.reason or exc}).",
+                         "Check the security setting for this port; the server may need a newer TLS version.")
+    if isinstance(exc, UnicodeError):
+        return SmtpError("address_not_ascii", "An address has non-ASCII characters and the server does not "
+                         "accept them (no SMTPUTF8).", "", transient=False, broken=False)
+    if isinstance(exc, OSError):
+        return SmtpError("unreachable", f"The server cannot be reached ({exc.strerror or exc}).",
+                         "Check the host, the port and any firewall.")
+    return SmtpError("protocol", f"The SMTP conversation failed: {exc}", "")
+
+
+def _speaks_tls(p: SmtpProfile) -> bool:
+    """After a silent greeting: does the port complete a TLS handshake? (Any certificate: this only diagnoses.)"""
+    try:
+        peek_certificate(p.host, p.port, p.host, min(p.timeout, 5))
+        return True
+    except (OSError, ssl.SSLError):
+        return False
+
+
+def _speaks_plain_smtp(p: SmtpProfile) -> bool:
+    """After a failed handshake: does the port greet in plain text?"""
+    try:
+        with socket.create_connection((p.host, p.port), timeout=min(p.timeout, 5)) as raw:
+            return re.match(rb"^[2-5]\d\d[ -]", raw.recv(64)) is not None
+    except OSError:
+        return False
+
+
+def _starttls_preamble(raw: socket.socket) -> None:
+    """Greeting, EHLO and STARTTLS by hand, for reading the certificate offered after STARTTLS."""
+    reader = raw.makefile("rb")
+    _read_reply(reader)
+    raw.sendall(b"EHLO spacemail.localdomain\r\n")
+    _read_reply(reader)
+    raw.sendall(b"STARTTLS\r\n")
+    _read_reply(reader)
+    reader.close()
+
+
+def _read_reply(reader) -> None:
+    while True:
+        line = reader.readline(1024)
+        if not line or line[3:4] != b"-":
+            return
