@@ -31,7 +31,8 @@ class Received:
 
     @property
     def message(self):
-        return message_from_bytes(self.data, policy=policy.default)
+        """Parsed as a mail client would read it (line endings as LF)."""
+        return message_from_bytes(self.data.replace(b"\r\n", b"\n"), policy=policy.default)
 
 
 @dataclass
