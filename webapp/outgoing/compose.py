@@ -6,7 +6,8 @@ from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
-from email.utils import format_datetime, make_msgid
+from email.header import Header
+from email.utils import format_datetime, formataddr, make_msgid
 from urllib.parse import urlsplit
 
 import css_inline
@@ -66,29 +67,46 @@ def build(mail, profile: SmtpProfile, actor=None, site_name: str = "Spacemail") 
     """The envelope sender and the bytes of `mail` as sent through `profile`."""
     fullname = actor.full_name if actor is not None else site_name
     email = actor.email if actor is not None else profile.from_address
-    msg = EmailMessage(policy=_SMTP)
-    msg["From"] = Address(display_name=render_from_name(profile.from_name, fullname, email),
-                          addr_spec=profile.from_address)
-    msg["To"] = Address(addr_spec=mail.recipient)
+    headers = [("From", _mailbox(render_from_name(profile.from_name, fullname, email), profile.from_address)),
+               ("To", _mailbox("", mail.recipient))]
     if profile.reply_to_policy == "actor" and actor is not None and actor.email:
-        msg["Reply-To"] = Address(display_name=clean_header_text(actor.full_name, 200), addr_spec=actor.email)
-    prefix = clean_header_text(profile.subject_prefix, 100)
-    subject = clean_header_text(mail.subject, 400)
-    msg["Subject"] = " ".join(part for part in (prefix, subject) if part)
-    msg["Date"] = format_datetime(utcnow())
-    msg["Message-ID"] = clean_header_text(mail.message_id, 250)
-    msg["Auto-Submitted"] = "auto-generated"
+        headers.append(("Reply-To", _mailbox(clean_header_text(actor.full_name, 200), actor.email)))
+    subject = " ".join(p for p in (clean_header_text(profile.subject_prefix, 100), clean_header_text(mail.subject, 400))
+                       if p)
+    headers += [("Subject", _text_header("Subject", subject)), ("Date", format_datetime(utcnow())),
+                ("Message-ID", clean_header_text(mail.message_id, 250)), ("Auto-Submitted", "auto-generated")]
     for name in EXTRA_HEADERS:
-        value = (mail.headers or {}).get(name)
+        value = clean_header_text((mail.headers or {}).get(name) or "", 900)
         if value:
-            msg[name] = clean_header_text(value, 900)
+            headers.append((name, _text_header(name, value)))
+    body = EmailMessage(policy=_SMTP)
     text = normalize_body(mail.body_text)
-    msg.set_content(text, cte=_cte(text))
+    body.set_content(text, cte=_cte(text))
     if mail.body_html:
-        msg.add_alternative(normalize_body(inline_css(mail.body_html)), subtype="html")
-    data = crlf(msg.as_bytes(policy=_SMTP))
-    _check_headers(data, list(msg.keys()))
+        body.add_alternative(normalize_body(inline_css(mail.body_html)), subtype="html")
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("ascii")
+    data = head + crlf(body.as_bytes(policy=_SMTP))
+    _check_headers(data, [name for name, _value in headers] + list(body.keys()))
     return profile.from_address, data
+
+
+def _text_header(name: str, value: str) -> str:
+    """RFC 2047 words for anything not plain ASCII, folded so that unfolding gives back exactly `value`.
+
+    Written by email.header rather than policy.default's folder, which drops spaces at encoded-word
+    boundaries and, on Python 3.11.7, decodes look-alike words in user text.
+    """
+    charset = "us-ascii" if value.isascii() else "utf-8"
+    return Header(value, charset, header_name=name).encode(linesep="\r\n")
+
+
+def _mailbox(display_name: str, address: str) -> str:
+    addr_spec = Address(addr_spec=address).addr_spec  # raises on anything that is not one address
+    if not display_name:
+        return addr_spec
+    if display_name.isascii():
+        return formataddr((display_name, addr_spec))  # quoted and escaped where needed
+    return f"{Header(display_name, 'utf-8').encode(linesep=chr(13) + chr(10))} <{addr_spec}>"
 
 
 def _check_headers(data: bytes, intended: list[str]) -> None:

@@ -187,7 +187,7 @@ def _queue_context() -> dict:
     errors_page = max(request.args.get("errors_page", 1, type=int), 1)
     queued, more = queue.page_of((QUEUED, SENDING), page, (OutboundMail.next_attempt_at, OutboundMail.id))
     failed, more_failed = queue.page_of((FAILED,), errors_page, (OutboundMail.failed_at.desc(), OutboundMail.id))
-    return {"health": queue.health(), "queued": queued, "page": page, "more": more, "failed": failed,
+    return {"health": queue.health(), "queued": queued, "queue_page": page, "more": more, "failed": failed,
             "errors_page": errors_page, "more_failed": more_failed, "recent": queue.recently_sent(),
             "no_server": not servers.ordered_profiles(), "busy": queue.due_count() > 0 or any(
                 m.state == SENDING for m in queued)}
