@@ -40,11 +40,16 @@ def test_rotate_keys_re_encrypts_every_stored_password(app, db, make_user):
     space = create_site_space(make_user("ann"), "TEAM", "Team")
     account = create_account(space, AccountData("a", "", "imaps", "mail.example.org", 993, "u", "pw-1", False,
                                                 "INBOX", "", False))
+    from webapp.outgoing.servers import ServerData, create_server, profile
+
+    server = create_server(ServerData("SMTP", "site@example.org", "", "", "smtp.example.org", 587, "starttls",
+                                      "mailer", "smtp-pw", 30, "none", ""))
     db.session.commit()
     new_key = Fernet.generate_key().decode()
     app.extensions["spacemail.secret_box"] = SecretBox([new_key, TEST_KEY])  # the new key put first
     result = app.test_cli_runner().invoke(args=["rotate-keys"])
-    assert result.exit_code == 0 and "Re-encrypted 1 secret" in result.output
+    assert result.exit_code == 0 and "Re-encrypted 2 secret" in result.output
     app.extensions["spacemail.secret_box"] = SecretBox([new_key])  # the old key removed
     db.session.expire_all()
     assert mailbox_settings(account).password == "pw-1"
+    assert profile(server).password == "smtp-pw"

@@ -10,6 +10,9 @@ from webapp.archive import ingest
 from webapp.archive.models import ConnectionTest, Message
 from webapp.archive.services import AccountData, create_account
 from webapp.jobs import JobRun
+from webapp.outgoing.models import SmtpTest
+from webapp.outgoing.queue import queue_mail
+from webapp.outgoing.servers import ServerData, create_server
 from webapp.timeutil import utcnow
 from webapp.spaces.models import ADMIN, VIEW, SpaceRole
 from webapp.spaces.services import create_site_space
@@ -125,6 +128,26 @@ MATRIX = [
     ("archive.import_status", "GET", {"key": "TEAM", "run_id": "job"}, None,
      expect(user=403, viewer=403, other_admin=403, space_admin=404, sysadmin=404)),  # not an import of TEAM
     ("spaces.set_delete_mail", "POST", {"key": "TEAM", "role_id": "victim_role"}, {"value": "on"}, SPACE_ADMIN),
+    # Outgoing mail: system administrators only.
+    ("outgoing.mail_servers", "GET", {}, None, ADMIN_ONLY),
+    ("outgoing.new_server", "GET", {}, None, ADMIN_ONLY),
+    ("outgoing.new_server", "POST", {}, {}, ADMIN_ONLY),
+    ("outgoing.edit_server", "GET", {"server_id": "smtp_server"}, None, ADMIN_ONLY),
+    ("outgoing.edit_server", "POST", {"server_id": "smtp_server"}, {}, ADMIN_ONLY),
+    ("outgoing.remove_server", "GET", {"server_id": "smtp_server"}, None, ADMIN_ONLY),
+    ("outgoing.remove_server", "POST", {"server_id": "smtp_server"}, {}, ADMIN_ONLY),
+    ("outgoing.make_default", "POST", {"key": "smtp_server"}, {}, ADMIN_ONLY),
+    ("outgoing.make_default", "POST", {"key": "config"}, {}, expect(user=403, viewer=403, other_admin=403,
+                                                                    space_admin=403, sysadmin=404)),  # none set
+    ("outgoing.security_fields", "GET", {}, None, ADMIN_ONLY),
+    ("outgoing.from_preview", "GET", {}, None, ADMIN_ONLY),
+    ("outgoing.test_email", "GET", {"key": "smtp_server"}, None, ADMIN_ONLY),
+    ("outgoing.test_email", "POST", {"key": "smtp_server"}, {}, ADMIN_ONLY),
+    ("outgoing.test_status", "GET", {"test_id": "smtp_test"}, None, ADMIN_ONLY),
+    ("outgoing.mail_queue", "GET", {}, None, ADMIN_ONLY),
+    ("outgoing.flush_queue", "POST", {}, {}, ADMIN_ONLY),
+    ("outgoing.error_queue_action", "POST", {}, {"action": "resend", "ids": "outbound_mail"}, ADMIN_ONLY),
+    ("outgoing.retry_settings", "POST", {}, {}, ADMIN_ONLY),
 ]
 
 
@@ -165,10 +188,20 @@ def world(db, make_user):
     message_id, _ = ingest.store(team.id, None, MESSAGE_WITH_PARTS)
     trashed_id, _ = ingest.store(team.id, None, b"Subject: old\r\nMessage-ID: <old@example.org>\r\n\r\nold\r\n")
     db.session.get(Message, trashed_id).deleted_at = utcnow()
+    server = create_server(ServerData("SMTP", "site@example.org", "", "", "smtp.example.org", 587, "starttls", "", "",
+                                      30, "none", ""))
+    smtp_test_run = JobRun(kind="smtp-test")
+    db.session.add(smtp_test_run)
+    db.session.flush()
+    smtp_test = SmtpTest(job_run_id=smtp_test_run.id, server_key=server.key, to_address="a@example.org", subject="s",
+                         body="b", result={"ok": True, "reply": "250 OK", "transcript": []})
+    db.session.add(smtp_test)
+    mail = queue_mail("reader@example.org", "Hello", "Body")
     db.session.commit()
     ids = {"victim_role": victim_role.id, "victim": people["victim"].id, "job": run.id, "account": account.id,
            "connection_test": test_run.id, "message": message_id, "attachment": 3,
-           "thread": db.session.get(Message, message_id).thread_id, "trashed": trashed_id}
+           "thread": db.session.get(Message, message_id).thread_id, "trashed": trashed_id,
+           "smtp_server": server.id, "smtp_test": smtp_test.id, "outbound_mail": mail.id}
     return SimpleNamespace(people=people, ids=ids)
 
 

@@ -36,10 +36,7 @@ def mail_servers():
 @bp.route("/mail-servers/<key>/default", methods=["POST"])
 @admin_required
 def make_default(key):
-    if key != servers.CONFIG_KEY and (not key.isdigit() or db.session.get(SmtpServer, int(key)) is None):
-        abort(404)
-    if key == servers.CONFIG_KEY and servers.configuration_problem() is not None:
-        abort(404)
+    _profile_or_404(key)
     if ActionForm().validate_on_submit():
         servers.set_default(key)
         db.session.commit()
