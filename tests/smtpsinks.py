@@ -42,6 +42,7 @@ class Recorder:
     messages: list[Received] = field(default_factory=list)
     auth_attempts: list[tuple[str, str]] = field(default_factory=list)
     plan: list[str] = field(default_factory=list)  # "451 ...", "550 ...", "drop", "stall"
+    rcpt_plan: list[str] = field(default_factory=list)  # answers to the next RCPT TO commands
     data_commands: int = 0
     stall_seconds: float = 6.0
 
@@ -49,7 +50,14 @@ class Recorder:
         self.messages.clear()
         self.auth_attempts.clear()
         self.plan.clear()
+        self.rcpt_plan.clear()
         self.data_commands = 0
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.rcpt_plan:
+            return self.rcpt_plan.pop(0)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         self.data_commands += 1
@@ -128,6 +136,7 @@ class Tap:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.client_bytes = bytearray()
+        self.connections = 0
         self._stop = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -137,6 +146,7 @@ class Tap:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            self.connections += 1
             upstream = socket.create_connection(("127.0.0.1", self.target))
             threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()

@@ -204,3 +204,26 @@ def test_health_warns_when_mail_waits_over_30_minutes(app, client, make_user, lo
     login(make_user("root", admin=True))
     page = client.get("/admin/mail-queue").get_data(as_text=True)
     assert "the oldest has waited 45 minutes" in page and "Mail has waited over 30 minutes" in page
+
+
+def test_several_mails_share_one_connection(app, run_jobs, sinks):
+    tap = Tap(sinks.plain.port)
+    try:
+        add_server(sinks, sinks.plain, port=tap.port)
+        queue_some(25)
+        run_jobs()
+    finally:
+        tap.close()
+    assert len(sinks.plain.messages) == 25
+    assert tap.connections == 1 and bytes(tap.client_bytes).upper().count(b"EHLO") == 1
+
+
+def test_a_refused_recipient_goes_to_the_error_queue_and_the_rest_still_go(app, run_jobs, sinks):
+    add_server(sinks, sinks.plain)
+    sinks.plain.recorder.rcpt_plan.append("550 5.1.1 <reader0@example.org>: Recipient address rejected")
+    queue_some(3)
+    run_jobs()
+    states = [(r.recipient, r.state) for r in rows()]
+    assert states == [("reader0@example.org", FAILED), ("reader1@example.org", SENT), ("reader2@example.org", SENT)]
+    assert "refused the recipient reader0@example.org: 550 5.1.1" in rows()[0].last_error
+    assert [m.rcpt_tos for m in sinks.plain.messages] == [["reader1@example.org"], ["reader2@example.org"]]

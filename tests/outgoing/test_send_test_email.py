@@ -81,6 +81,8 @@ def test_each_failure_has_its_own_message(client, admin, run_jobs, sinks):
     seen["untrusted"] = _failure(client, run_jobs, sinks, sink=sinks.starttls, trusted_ca_pem="")
     seen["no STARTTLS"] = _failure(client, run_jobs, sinks, sink=sinks.plain, security="starttls")
     seen["login refused"] = _failure(client, run_jobs, sinks, sink=sinks.tls_auth, password="not the password")
+    sinks.plain.recorder.rcpt_plan.append("550 5.1.1 No such user here")
+    seen["recipient refused"] = _failure(client, run_jobs, sinks, sink=sinks.plain)
     seen["no AUTH"] = _failure(client, run_jobs, sinks, sink=sinks.plain, username=USERNAME, password=PASSWORD)
     kinds = {label: kind for label, (kind, _page) in seen.items()}
     assert kinds == {
@@ -90,7 +92,9 @@ def test_each_failure_has_its_own_message(client, admin, run_jobs, sinks):
         "no STARTTLS": "starttls_missing",
         "login refused": "login_refused",
         "no AUTH": "auth_not_offered",
+        "recipient refused": "recipient_refused",
     }
+    assert "Check the address; the server does not accept mail for it." in seen["recipient refused"][1]
     assert "Choose SSL/TLS for this port" in seen["wrong port (STARTTLS on an implicit-TLS port)"][1]
     assert "issuer: CN=Spacemail SMTP Test CA" in seen["untrusted"][1]
     assert "Nothing was sent unencrypted" in seen["no STARTTLS"][1]

@@ -46,11 +46,20 @@ def wake_sender() -> None:
 
 
 def flush() -> int:
-    """Every queued mail is due now, and a worker is woken; returns how many are queued."""
-    result = db.session.execute(update(OutboundMail).where(OutboundMail.state == QUEUED)
-                                .values(next_attempt_at=utcnow()))
+    """Every queued mail is due now, and a worker is woken; returns how many are queued.
+
+    Rows another transaction holds (a worker claiming them, another flush) are skipped, not waited for:
+    waiting let two flushes and a claim deadlock on PostgreSQL.
+    """
+    now = utcnow()
+    later = (select(OutboundMail.id).where(OutboundMail.state == QUEUED, OutboundMail.next_attempt_at > now)
+             .order_by(OutboundMail.id))
+    if db.engine.dialect.name == "postgresql":
+        later = later.with_for_update(skip_locked=True)
+    db.session.execute(update(OutboundMail).where(OutboundMail.id.in_(later.scalar_subquery()))
+                       .values(next_attempt_at=now).execution_options(synchronize_session=False))
     wake_sender()
-    return result.rowcount
+    return db.session.scalar(select(func.count(OutboundMail.id)).where(OutboundMail.state == QUEUED))
 
 
 def resend(ids: list[int]) -> int:
