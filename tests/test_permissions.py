@@ -9,7 +9,10 @@ import pytest
 from webapp.archive import ingest
 from webapp.archive.models import ConnectionTest, Message
 from webapp.archive.services import AccountData, create_account
+from webapp.content.services import create_page, edit_page
 from webapp.jobs import JobRun
+from webapp.notify.models import Watch
+from webapp.notify.watches import unwatch_token
 from webapp.outgoing.models import SmtpTest
 from webapp.outgoing.queue import queue_mail
 from webapp.outgoing.servers import ServerData, create_server
@@ -148,6 +151,30 @@ MATRIX = [
     ("outgoing.flush_queue", "POST", {}, {}, ADMIN_ONLY),
     ("outgoing.error_queue_action", "POST", {}, {"action": "resend", "ids": "outbound_mail"}, ADMIN_ONLY),
     ("outgoing.retry_settings", "POST", {}, {}, ADMIN_ONLY),
+    # Pages and blog posts: view to read and comment, edit to write (no editor among the actors), admin: sensitive.
+    ("content.pages", "GET", {"key": "TEAM"}, None, SPACE_VIEW),
+    ("content.blog", "GET", {"key": "TEAM"}, None, SPACE_VIEW),
+    ("content.new_page", "GET", {"key": "TEAM", "section": "pages"}, None, SPACE_ADMIN),
+    ("content.new_page", "POST", {"key": "TEAM", "section": "blog"}, {}, SPACE_ADMIN),
+    ("content.page", "GET", {"key": "TEAM", "page_id": "page"}, None, SPACE_VIEW),
+    ("content.page", "GET", {"key": "OTHER", "page_id": "page"}, None, CROSS_SPACE_VIEW),
+    ("content.edit_page", "GET", {"key": "TEAM", "page_id": "page"}, None, SPACE_ADMIN),
+    ("content.edit_page", "POST", {"key": "TEAM", "page_id": "page"}, {}, SPACE_ADMIN),
+    ("content.history", "GET", {"key": "TEAM", "page_id": "page"}, None, SPACE_VIEW),
+    ("content.page_diff", "GET", {"key": "TEAM", "page_id": "page"}, None, SPACE_VIEW),
+    ("content.comment", "POST", {"key": "TEAM", "page_id": "page"}, {}, SPACE_VIEW),
+    ("content.set_sensitive", "POST", {"key": "TEAM", "page_id": "page"}, {"value": "on"}, SPACE_ADMIN),
+    # Watching: whoever may view; the Watching list is one's own; the unwatch link needs no sign-in.
+    ("notify.watch_space", "POST", {"key": "TEAM"}, {"value": "on"}, SPACE_VIEW),
+    ("notify.watch_blog", "POST", {"key": "TEAM"}, {"value": "on"}, SPACE_VIEW),
+    ("notify.watch_page", "POST", {"key": "TEAM", "page_id": "page"}, {"value": "on"}, SPACE_VIEW),
+    ("notify.watch_page", "POST", {"key": "OTHER", "page_id": "page"}, {"value": "on"}, CROSS_SPACE_VIEW),
+    ("notify.preferences", "GET", {}, None, SIGNED_IN),
+    ("notify.preferences", "POST", {}, {}, SIGNED_IN),
+    ("notify.remove_watch", "POST", {"watch_id": "watch"}, {},
+     expect(user=404, other_admin=404, space_admin=404, sysadmin=404)),  # the viewer's own watch
+    ("notify.unwatch", "GET", {"token": "unwatch_token"}, None, PUBLIC),
+    ("notify.unwatch", "POST", {"token": "unwatch_token"}, {}, PUBLIC),
 ]
 
 
@@ -197,11 +224,16 @@ def world(db, make_user):
                          body="b", result={"ok": True, "reply": "250 OK", "transcript": []})
     db.session.add(smtp_test)
     mail = queue_mail("reader@example.org", "Hello", "Body")
+    page = create_page(team, people["space_admin"], "Runbook", "v1")
+    edit_page(page, people["space_admin"], "Runbook", "v2")
+    watch = Watch(user_id=people["viewer"].id, scope="page", space_id=team.id, page_id=page.id)
+    db.session.add(watch)
     db.session.commit()
     ids = {"victim_role": victim_role.id, "victim": people["victim"].id, "job": run.id, "account": account.id,
            "connection_test": test_run.id, "message": message_id, "attachment": 3,
            "thread": db.session.get(Message, message_id).thread_id, "trashed": trashed_id,
-           "smtp_server": server.id, "smtp_test": smtp_test.id, "outbound_mail": mail.id}
+           "smtp_server": server.id, "smtp_test": smtp_test.id, "outbound_mail": mail.id,
+           "page": page.id, "watch": watch.id, "unwatch_token": unwatch_token(watch)}
     return SimpleNamespace(people=people, ids=ids)
 
 

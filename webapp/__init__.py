@@ -36,6 +36,8 @@ def create_app(config: dict | None = None) -> Flask:
     from webapp.admin import bp as admin_bp
     from webapp.archive import bp as archive_bp
     from webapp.auth import bp as auth_bp
+    from webapp.content import bp as content_bp
+    from webapp.notify import bp as notify_bp
     from webapp.outgoing import bp as outgoing_bp
     from webapp.spaces import bp as spaces_bp
 
@@ -44,6 +46,8 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(admin_bp)
     app.register_blueprint(archive_bp)
     app.register_blueprint(outgoing_bp)
+    app.register_blueprint(content_bp)
+    app.register_blueprint(notify_bp)
 
     _register_login(app)
     _register_errors(app)
@@ -135,5 +139,9 @@ def _register_templates(app: Flask) -> None:
 
     app.jinja_env.filters["localtime"] = format_local
     app.jinja_env.filters["age"] = format_age
+    from webapp.notify.watches import is_watching, watcher_count
+
+    app.jinja_env.globals["watching"] = lambda scope, space, page=None: is_watching(current_user, scope, space, page)
+    app.jinja_env.globals["watcher_count"] = watcher_count
     app.jinja_env.globals["space_role"] = lambda space: role_in(current_user, space)
     app.jinja_env.globals["may_delete_mail"] = lambda space: may_delete(current_user, space)

@@ -7,3 +7,5 @@ from webapp.archive.models import (  # noqa: F401
     ArchiveImport, ConnectionTest, FetchRun, MailAccount, Message, MessageRaw, MessageRef, SeenMessage, Thread,
 )
 from webapp.outgoing.models import OutboundMail, SmtpServer, SmtpTest  # noqa: F401
+from webapp.content.models import Comment, Page, PageVersion  # noqa: F401
+from webapp.notify.models import ContentEvent, Watch  # noqa: F401

@@ -20,6 +20,10 @@ class SiteSettings(db.Model):
     fetch_interval_minutes: Mapped[int] = mapped_column(default=30)
     # Minutes to wait before each retry of a mail the server deferred; then it goes to the error queue.
     mail_retry_minutes: Mapped[str] = mapped_column(db.String(100), default="1, 5, 15, 60, 240")
+    # Changes to one page by one person within this many minutes become one notification (0: at once).
+    notify_coalesce_minutes: Mapped[int] = mapped_column(default=10)
+    daily_report_hour: Mapped[int] = mapped_column(default=8)  # site time zone
+    daily_report_sent_on: Mapped[str | None] = mapped_column(db.String(10))  # the site-local date, YYYY-MM-DD
     # The first-run link: only a hash is kept, and it is cleared when the first admin exists.
     setup_token_hash: Mapped[str | None] = mapped_column(db.String(128))
     last_sweep_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

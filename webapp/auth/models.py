@@ -24,6 +24,11 @@ class User(UserMixin, db.Model):
     time_zone: Mapped[str] = mapped_column(db.String(64), default="")  # "" follows the site's
     # Bumped on password change or disable: the id in every other session stops matching.
     auth_version: Mapped[int] = mapped_column(default=1)
+    # Email preferences (Profile › Notifications).
+    notify_own_actions: Mapped[bool] = mapped_column(default=False)
+    mail_format: Mapped[str] = mapped_column(db.String(8), default="html")  # html, text
+    daily_report: Mapped[bool] = mapped_column(default=False)
+    watch_own_edits: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

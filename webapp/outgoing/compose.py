@@ -96,6 +96,8 @@ def _text_header(name: str, value: str) -> str:
     Written by email.header rather than policy.default's folder, which drops spaces at encoded-word
     boundaries and, on Python 3.11.7, decodes look-alike words in user text.
     """
+    if value.isascii() and len(name) + 2 + len(value) <= 998:
+        return value  # one line within SMTP's limit: URLs and ids stay whole
     charset = "us-ascii" if value.isascii() else "utf-8"
     return Header(value, charset, header_name=name).encode(linesep="\r\n")
 

@@ -1,0 +1,45 @@
+"""Recording changes for the watchers: one row in the request's transaction; a worker does the rest."""
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from webapp.extensions import db
+from webapp.jobs import enqueue_after_commit
+from webapp.notify.models import PAGE, ContentEvent, Watch
+from webapp.settings import SiteSettings
+from webapp.timeutil import utcnow
+
+FAN_OUT = "fan-out"
+
+
+def record(kind: str, page, actor, *, comment=None, from_version=None, to_version=None) -> ContentEvent:
+    """Record a change. Edits by one person to one page within the coalescing window join one event."""
+    now = utcnow()
+    window = timedelta(minutes=SiteSettings.get().notify_coalesce_minutes)
+    if kind == "edited" and window:
+        pending = db.session.scalar(select(ContentEvent).where(
+            ContentEvent.page_id == page.id, ContentEvent.actor_id == actor.id, ContentEvent.kind == "edited",
+            ContentEvent.fanned_out_at.is_(None)).order_by(ContentEvent.id.desc()).limit(1))
+        if pending is not None:
+            pending.to_version = to_version
+            return pending
+    event = ContentEvent(kind=kind, space_id=page.space_id, page_id=page.id, actor_id=actor.id,
+                         comment_id=getattr(comment, "id", None), from_version=from_version, to_version=to_version,
+                         created_at=now, send_after=now + window if kind == "edited" else now)
+    db.session.add(event)
+    if event.send_after <= now:
+        wake_fan_out()
+    return event
+
+
+def wake_fan_out() -> None:
+    from workers.notify import fan_out_due
+
+    enqueue_after_commit(fan_out_due, once=FAN_OUT, job_timeout=3600)
+
+
+def watch_what_i_touch(actor, page) -> None:
+    """People who create or edit a page watch it, unless they turned that off."""
+    if actor.watch_own_edits and db.session.scalar(select(Watch.id).where(
+            Watch.user_id == actor.id, Watch.scope == PAGE, Watch.page_id == page.id)) is None:
+        db.session.add(Watch(user_id=actor.id, scope=PAGE, space_id=page.space_id, page_id=page.id))

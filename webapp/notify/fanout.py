@@ -1,0 +1,89 @@
+"""Turning due content events into mail: one OutboundMail row per watcher, made by a worker in batches."""
+from sqlalchemy import select, update
+
+from webapp.auth.models import User
+from webapp.content.models import Comment, Page
+from webapp.content.render import diff_excerpt, markdown
+from webapp.content.services import version
+from webapp.extensions import db
+from webapp.notify.audience import list_label, recipients
+from webapp.notify.models import ContentEvent
+from webapp.notify.watches import unwatch_token
+from webapp.outgoing.compose import message_id_host
+from webapp.outgoing.queue import queue_mail
+from webapp.settings import base_url
+from webapp.spaces.models import Space
+from webapp.timeutil import utcnow
+
+BATCH = 500
+VERBS = {"created": "created", "edited": "edited", "commented": "commented on"}
+UNWATCH = "\x00unwatch\x00"  # stands for each recipient's own link in the rendered text
+
+
+def fan_out_due() -> int:
+    """Every due event, one at a time, each claimed atomically; returns how many mails were queued."""
+    queued = 0
+    while True:
+        event_id = db.session.scalar(select(ContentEvent.id).where(
+            ContentEvent.fanned_out_at.is_(None), ContentEvent.send_after <= utcnow())
+            .order_by(ContentEvent.id).limit(1))
+        if event_id is None:
+            return queued
+        claimed = db.session.execute(update(ContentEvent).where(ContentEvent.id == event_id,
+                                                                ContentEvent.fanned_out_at.is_(None))
+                                     .values(fanned_out_at=utcnow())).rowcount
+        if claimed:
+            queued += fan_out(db.session.get(ContentEvent, event_id))
+        db.session.commit()  # the claim and the event's mails together: all or nothing
+
+
+def fan_out(event: ContentEvent) -> int:
+    page, space = db.session.get(Page, event.page_id), db.session.get(Space, event.space_id)
+    actor = db.session.get(User, event.actor_id) if event.actor_id else None
+    people = recipients(page, space, event.actor_id)
+    event.recipients = len(people)
+    if not people:
+        return 0
+    base = base_url()
+    parts = _parts(event, page, space, actor, base)
+    host = message_id_host(base)
+    thread = f"<page-{page.id}.{list_label(space)}@{host}>"
+    for start in range(0, len(people), BATCH):
+        for person in people[start:start + BATCH]:
+            link = f"{base}/unwatch/{unwatch_token(person.watch)}"
+            reason = person.reason.format(space=space.name)
+            text = parts["text"].replace(UNWATCH, link).replace("\x00reason\x00", reason)
+            html = None
+            if person.user.mail_format == "html":
+                html = parts["html"].replace(UNWATCH, link).replace("\x00reason\x00", reason)
+            headers = {"List-Id": f"{space.name} <{list_label(space)}.{host}>", "In-Reply-To": thread,
+                       "References": thread, "List-Unsubscribe": f"<{link}>",
+                       "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+            queue_mail(person.user.email, parts["subject"], text, html, actor=actor, headers=headers)
+        db.session.flush()
+    return len(people)
+
+
+def _parts(event: ContentEvent, page: Page, space: Space, actor, base: str) -> dict:
+    """Subject, text and HTML shared by every recipient (their link and reason are filled in after)."""
+    from flask import render_template
+
+    who = actor.full_name if actor else "Someone"
+    what = "blog post" if page.is_blog else "page"
+    context = {"event": event, "page": page, "space": space, "who": who, "what": what,
+               "verb": VERBS[event.kind], "url": f"{base}/spaces/{space.key}/pages/{page.id}",
+               "unwatch_url": UNWATCH, "reason": "\x00reason\x00", "diff": [], "comment": None, "comment_html": ""}
+    if not page.sensitive:
+        if event.kind == "edited" and event.from_version:
+            old = version(page, event.from_version)
+            new = version(page, event.to_version or page.version)
+            context["diff"] = diff_excerpt(old.body if old else "", new.body if new else page.body)
+            context["versions"] = (event.from_version, event.to_version)
+        elif event.kind == "created":
+            context["excerpt"] = page.body[:1500]
+        elif event.kind == "commented" and event.comment_id:
+            context["comment"] = db.session.get(Comment, event.comment_id)
+            context["comment_html"] = markdown(context["comment"].body) if context["comment"] else ""
+    return {"subject": f"{space.name} › {page.title}",
+            "text": render_template("notify/mail/notification.txt", **context),
+            "html": render_template("notify/mail/notification.html", **context)}

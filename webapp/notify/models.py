@@ -1,0 +1,51 @@
+"""Watches, and the content events that notifications and daily reports are made from."""
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from webapp.extensions import db
+from webapp.timeutil import UTCDateTime, utcnow
+
+SPACE, PAGE, BLOG = "space", "page", "blog"
+
+
+class Watch(db.Model):
+    """A person watching a page, a space's blog, or a whole space."""
+
+    __tablename__ = "watches"
+    __table_args__ = (
+        UniqueConstraint("user_id", "scope", "space_id", "page_id", name="uq_watches_target"),
+        CheckConstraint("scope IN ('space', 'page', 'blog')", name="scope"),
+        Index("ix_watches_page", "page_id"),
+        Index("ix_watches_space_scope", "space_id", "scope"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    scope: Mapped[str] = mapped_column(db.String(8))
+    space_id: Mapped[int] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"))
+    # 0 for space and blog watches, so the unique constraint holds on every database (NULLs never collide).
+    page_id: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ContentEvent(db.Model):
+    """One change (page created or edited, comment added): recorded by the request, fanned out by a worker."""
+
+    __tablename__ = "content_events"
+    __table_args__ = (Index("ix_content_events_pending", "fanned_out_at", "send_after"),
+                      Index("ix_content_events_created", "created_at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(db.String(12))  # created, edited, commented
+    space_id: Mapped[int] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"))
+    page_id: Mapped[int] = mapped_column(ForeignKey("pages.id", ondelete="CASCADE"))
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    comment_id: Mapped[int | None] = mapped_column(ForeignKey("comments.id", ondelete="CASCADE"))
+    from_version: Mapped[int | None] = mapped_column()
+    to_version: Mapped[int | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    send_after: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    fanned_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    recipients: Mapped[int] = mapped_column(default=0)

@@ -1,0 +1,66 @@
+"""Watching and unwatching pages, a space's blog and whole spaces; signed one-click unwatch links."""
+from itsdangerous import BadSignature, URLSafeSerializer
+from flask import current_app
+from sqlalchemy import delete, func, select
+
+from webapp.extensions import db
+from webapp.notify.models import BLOG, PAGE, SPACE, Watch
+
+
+def target(scope: str, space, page=None) -> dict:
+    return {"scope": scope, "space_id": space.id, "page_id": page.id if scope == PAGE else 0}
+
+
+def is_watching(user, scope: str, space, page=None) -> bool:
+    t = target(scope, space, page)
+    return db.session.scalar(select(Watch.id).where(Watch.user_id == user.id, *_where(t))) is not None
+
+
+def watcher_count(scope: str, space, page=None) -> int:
+    return db.session.scalar(select(func.count(Watch.id)).where(*_where(target(scope, space, page))))
+
+
+def set_watching(user, on: bool, scope: str, space, page=None) -> None:
+    """Idempotent: asking twice for the same state changes nothing."""
+    t = target(scope, space, page)
+    if on and not is_watching(user, scope, space, page):
+        db.session.add(Watch(user_id=user.id, **t))
+    elif not on:
+        db.session.execute(delete(Watch).where(Watch.user_id == user.id, *_where(t)))
+
+
+def _where(t: dict) -> list:
+    return [Watch.scope == t["scope"], Watch.space_id == t["space_id"], Watch.page_id == t["page_id"]]
+
+
+def watches_of(user) -> list[Watch]:
+    return list(db.session.scalars(select(Watch).where(Watch.user_id == user.id).order_by(Watch.scope, Watch.id)))
+
+
+def _signer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="spacemail.unwatch")
+
+
+def unwatch_token(watch: Watch) -> str:
+    return _signer().dumps([watch.user_id, watch.scope, watch.space_id, watch.page_id])
+
+
+def read_unwatch_token(token: str) -> tuple[int, str, int, int] | None:
+    try:
+        user_id, scope, space_id, page_id = _signer().loads(token)
+    except (BadSignature, ValueError, TypeError):
+        return None
+    if scope not in (SPACE, PAGE, BLOG):
+        return None
+    return int(user_id), scope, int(space_id), int(page_id)
+
+
+def unwatch_by_token(token: str) -> bool:
+    """Stop the watch the token names; True if the token is genuine (watching or not any more)."""
+    values = read_unwatch_token(token)
+    if values is None:
+        return False
+    user_id, scope, space_id, page_id = values
+    db.session.execute(delete(Watch).where(Watch.user_id == user_id, Watch.scope == scope,
+                                           Watch.space_id == space_id, Watch.page_id == page_id))
+    return True

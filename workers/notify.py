@@ -1,0 +1,28 @@
+"""Notification jobs: fanning content events out to watchers, and the minute tick (coalesced edits, daily report)."""
+from sqlalchemy import select
+
+from webapp.extensions import db
+from webapp.jobs import ready_for_more
+from webapp.notify import fanout, report
+from webapp.notify.events import FAN_OUT, wake_fan_out
+from webapp.notify.models import ContentEvent
+from webapp.timeutil import utcnow
+from workers import job
+
+
+@job
+def fan_out_due() -> int:
+    """Turn every due content event into queued mail; safe to run in several workers at once."""
+    ready_for_more(FAN_OUT)
+    return fanout.fan_out_due()
+
+
+@job
+def notify_tick() -> None:
+    """Every minute from workers/cron.py: coalesced edits whose window ended, and the daily report."""
+    due = db.session.scalar(select(ContentEvent.id).where(ContentEvent.fanned_out_at.is_(None),
+                                                           ContentEvent.send_after <= utcnow()).limit(1))
+    if due is not None:
+        wake_fan_out()
+    report.send_if_due()
+    db.session.commit()
