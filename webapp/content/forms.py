@@ -1,13 +1,13 @@
 """Page, blog post and comment forms."""
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, IntegerField, StringField, SubmitField, TextAreaField
-from wtforms.validators import InputRequired, Length, Optional
+from wtforms.validators import DataRequired, Length, Optional
 
 from webapp.formtools import no_control_chars, strip
 
 
 class PageForm(FlaskForm):
-    title = StringField("Title", validators=[InputRequired(message="Give the page a title."), Length(max=255),
+    title = StringField("Title", validators=[DataRequired(message="Give the page a title."), Length(max=255),
                                              no_control_chars], filters=[strip])
     body = TextAreaField("Content (Markdown)", validators=[Length(max=500_000)])
     version = IntegerField(widget=HiddenField.widget, validators=[Optional()])
@@ -15,6 +15,6 @@ class PageForm(FlaskForm):
 
 
 class CommentForm(FlaskForm):
-    body = TextAreaField("Add a comment", validators=[InputRequired(message="Write something first."),
+    body = TextAreaField("Add a comment", validators=[DataRequired(message="Write something first."),
                                                       Length(max=20_000)], filters=[strip])
     submit = SubmitField("Comment")
