@@ -173,6 +173,8 @@ MATRIX = [
     ("notify.preferences", "POST", {}, {}, SIGNED_IN),
     ("notify.remove_watch", "POST", {"watch_id": "watch"}, {},
      expect(user=404, other_admin=404, space_admin=404, sysadmin=404)),  # the viewer's own watch
+    ("notify.reply_mailbox", "GET", {}, None, ADMIN_ONLY),
+    ("notify.reply_mailbox", "POST", {}, {}, ADMIN_ONLY),
     ("notify.unwatch", "GET", {"token": "unwatch_token"}, None, PUBLIC),
     ("notify.unwatch", "POST", {"token": "unwatch_token"}, {}, PUBLIC),
 ]

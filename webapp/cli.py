@@ -68,7 +68,8 @@ def register_key_rotation(app: Flask) -> None:
 
 def _secret_columns():
     from webapp.archive.models import ConnectionTest, MailAccount
+    from webapp.notify.models import ReplyMailbox
     from webapp.outgoing.models import SmtpServer
 
-    return [(MailAccount, MailAccount.password_encrypted), (ConnectionTest, ConnectionTest.password_encrypted),
+    return [(ReplyMailbox, ReplyMailbox.password_encrypted), (MailAccount, MailAccount.password_encrypted), (ConnectionTest, ConnectionTest.password_encrypted),
             (SmtpServer, SmtpServer.password_encrypted)]

@@ -26,3 +26,11 @@ def notify_tick() -> None:
         wake_fan_out()
     report.send_if_due()
     db.session.commit()
+
+
+@job
+def fetch_replies() -> None:
+    """Every minute from workers/cron.py: replies to notifications become comments (when turned on)."""
+    from webapp.notify.replies import fetch
+
+    fetch()

@@ -8,6 +8,7 @@ from webapp.content.services import version
 from webapp.extensions import db
 from webapp.notify.audience import list_label, recipients
 from webapp.notify.models import ContentEvent
+from webapp.notify.replies import reply_address
 from webapp.notify.watches import unwatch_token
 from webapp.outgoing.compose import message_id_host
 from webapp.outgoing.queue import queue_mail
@@ -59,6 +60,9 @@ def fan_out(event: ContentEvent) -> int:
             headers = {"List-Id": f"{space.name} <{list_label(space)}.{host}>", "In-Reply-To": thread,
                        "References": thread, "List-Unsubscribe": f"<{link}>",
                        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+            reply_to = reply_address(person.user.id, page.id)
+            if reply_to:
+                headers["Reply-To"] = f"{space.name} <{reply_to}>"
             queue_mail(person.user.email, parts["subject"], text, html, actor=actor, headers=headers)
         db.session.flush()
     return len(people)

@@ -1,7 +1,11 @@
 """Email preferences."""
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, RadioField, SubmitField
+from wtforms import BooleanField, PasswordField, RadioField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
+from wtforms.validators import Email, InputRequired, Length
+
+from webapp.archive.forms import AccountForm
+from webapp.formtools import strip
 
 
 class PreferencesForm(FlaskForm):
@@ -11,3 +15,18 @@ class PreferencesForm(FlaskForm):
     daily_report = BooleanField("Send me a daily report of what changed in what I watch")
     watch_own_edits = BooleanField("Watch pages I create or edit")
     submit = SubmitField("Save preferences")
+
+
+class ReplyMailboxForm(AccountForm):
+    """Where replies to notifications arrive: the mail account fields, less the archive's own."""
+
+    name = None
+    description = None
+    keep_on_server = None
+    enabled = BooleanField("Turn replies to notifications into comments")
+    address = StringField("Reply address", description="Notifications get Reply-To: this address with a signed "
+                          "+tag (replies+r12-34-…@example.org); the mailbox must accept plus-addressed mail.",
+                          validators=[InputRequired(), Length(max=254), Email(check_deliverability=False)],
+                          filters=[strip])
+    password = PasswordField("Password", validators=[Length(max=1000)])
+    submit = SubmitField("Save")

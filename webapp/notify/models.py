@@ -49,3 +49,35 @@ class ContentEvent(db.Model):
     send_after: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     fanned_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     recipients: Mapped[int] = mapped_column(default=0)
+
+
+class ReplyMailbox(db.Model):
+    """The mailbox replies to notifications go to (plus-addressed), fetched like a space's mail account."""
+
+    __tablename__ = "reply_mailbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    enabled: Mapped[bool] = mapped_column(default=False)
+    address: Mapped[str] = mapped_column(db.String(254), default="")  # replies@example.org -> replies+TOKEN@
+    protocol: Mapped[str] = mapped_column(db.String(8), default="imaps")
+    host: Mapped[str] = mapped_column(db.String(253), default="")
+    port: Mapped[int] = mapped_column(default=993)
+    username: Mapped[str] = mapped_column(db.String(254), default="")
+    password_encrypted: Mapped[str | None] = mapped_column(db.Text)
+    require_starttls: Mapped[bool] = mapped_column(default=True)
+    folder: Mapped[str] = mapped_column(db.String(200), default="INBOX")
+    trusted_ca_pem: Mapped[str | None] = mapped_column(db.Text)
+    last_fetch_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_result: Mapped[str | None] = mapped_column(db.Text)
+
+
+class ReplyReceipt(db.Model):
+    """A reply already handled (by its bytes' hash), so a fetch cut short never makes a comment twice."""
+
+    __tablename__ = "reply_receipts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(db.String(64), unique=True)
+    outcome: Mapped[str] = mapped_column(db.String(200))
+    comment_id: Mapped[int | None] = mapped_column(ForeignKey("comments.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -6,8 +6,10 @@ from sqlalchemy import select
 from webapp.content.models import Page
 from webapp.extensions import csrf, db
 from webapp.htmx import is_htmx, partial
-from webapp.notify import bp, watches
-from webapp.notify.forms import PreferencesForm
+from webapp.admin.routes import admin_required
+from webapp.notify import bp, replies, watches
+from webapp.notify.forms import PreferencesForm, ReplyMailboxForm
+from webapp.security import secret_box
 from webapp.notify.models import BLOG, PAGE, SPACE, Watch
 from webapp.spaces.access import space_for
 from webapp.spaces.models import VIEW, Space
@@ -102,3 +104,27 @@ def _describe(values) -> str:
         page = db.session.get(Page, page_id)
         return f"the page “{page.title}”" if page else "this page"
     return f"the blog of {space.name}" if scope == BLOG else f"the space {space.name}"
+
+
+@bp.route("/admin/mail-servers/replies", methods=["GET", "POST"])
+@admin_required
+def reply_mailbox():
+    box = replies.mailbox()
+    form = ReplyMailboxForm(obj=box)
+    if form.validate_on_submit():
+        changed = (form.protocol.data, form.host.data.lower(), form.port.data, form.username.data) != (
+            box.protocol, box.host, box.port, box.username)
+        if not form.password.data and (changed or not box.password_encrypted):
+            form.password.errors.append("Enter the mailbox password." if not box.password_encrypted else
+                                        "You changed where or as whom to sign in: enter the password again.")
+        else:
+            for name in ("enabled", "address", "protocol", "port", "username", "require_starttls", "folder"):
+                setattr(box, name, getattr(form, name).data)
+            box.host, box.trusted_ca_pem = form.host.data.lower(), form.trusted_ca_pem.data or None
+            if form.password.data:
+                box.password_encrypted = secret_box().encrypt(form.password.data)
+            db.session.commit()
+            flash("Reply by email saved." + (" Replies are fetched every minute." if box.enabled else ""), "success")
+            return redirect(url_for("notify.reply_mailbox"))
+    form.password.data = ""
+    return render_template("notify/replies.html", form=form, box=box)

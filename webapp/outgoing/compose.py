@@ -7,7 +7,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.header import Header
-from email.utils import format_datetime, formataddr, make_msgid
+from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 from urllib.parse import urlsplit
 
 import css_inline
@@ -69,7 +69,10 @@ def build(mail, profile: SmtpProfile, actor=None, site_name: str = "Spacemail") 
     email = actor.email if actor is not None else profile.from_address
     headers = [("From", _mailbox(render_from_name(profile.from_name, fullname, email), profile.from_address)),
                ("To", _mailbox("", mail.recipient))]
-    if profile.reply_to_policy == "actor" and actor is not None and actor.email:
+    reply_name, reply_address = parseaddr((mail.headers or {}).get("Reply-To") or "")
+    if reply_address:  # a signed reply-by-email address wins over the server's policy
+        headers.append(("Reply-To", _mailbox(clean_header_text(reply_name, 200), reply_address)))
+    elif profile.reply_to_policy == "actor" and actor is not None and actor.email:
         headers.append(("Reply-To", _mailbox(clean_header_text(actor.full_name, 200), actor.email)))
     subject = " ".join(p for p in (clean_header_text(profile.subject_prefix, 100), clean_header_text(mail.subject, 400))
                        if p)
