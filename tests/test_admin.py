@@ -65,18 +65,22 @@ def test_mail_archiving_app_switch(client, make_user, login, db):
 
 def test_general_settings_form(client, make_user, login, db):
     login(make_user("root", admin=True))
-    bad = client.post("/admin/settings", data={"site_title": "Docs\r\nX", "base_url": "ftp://x", "time_zone": "Mars/Base"})
+    bad = client.post("/admin/settings", data={"site_title": "Docs\r\nX", "base_url": "ftp://x", "time_zone": "Mars/Base",
+                                               "notify_coalesce_minutes": "-1", "daily_report_hour": "25"})
     page = bad.get_data(as_text=True)
     assert "Line breaks" in page and "Start the base URL with https://" in page and "Not a valid choice" in page
+    assert "Choose 0 to 1440." in page
     db.session.expire_all()
     assert SiteSettings.get().site_title == "Spacemail"
     assert base_url() == "http://spacemail.test"  # from SPACEMAIL_BASE_URL until an admin sets one
 
     client.post("/admin/settings", data={"site_title": "Acme Mail", "base_url": "https://mail.acme.test/",
-                                         "time_zone": "Europe/Berlin"})
+                                         "time_zone": "Europe/Berlin", "notify_coalesce_minutes": "0",
+                                         "daily_report_hour": "7"})
     db.session.expire_all()
     settings = SiteSettings.get()
     assert (settings.site_title, settings.time_zone) == ("Acme Mail", "Europe/Berlin")
+    assert (settings.notify_coalesce_minutes, settings.daily_report_hour) == (0, 7)
     assert base_url() == "https://mail.acme.test"
     assert "<title>Users · Acme Mail</title>" in client.get("/admin/users").get_data(as_text=True)
 

@@ -208,3 +208,30 @@ def test_daily_report_groups_and_skips_empty(app, team, run_jobs, sinks, make_us
     text = received.message.get_body(("plain",)).get_content()
     assert text.index("Operations") < text.index("Beta") < text.index("Team") < text.index("Alpha")
     assert "Secret" not in text
+
+
+def test_daily_report_goes_once_at_the_chosen_hour(app, team, run_jobs, sinks):
+    from zoneinfo import ZoneInfo
+
+    from webapp.notify.report import send_if_due
+
+    space, people = team
+    settings = SiteSettings.get()
+    settings.time_zone = "Europe/Berlin"
+    now_there = utcnow().astimezone(ZoneInfo("Europe/Berlin"))
+    settings.daily_report_hour = (now_there.hour + 1) % 24
+    people["bob"].daily_report = True
+    db.session.commit()
+    bob = client_for(app, people["bob"])
+    bob.htmx_post("/spaces/TEAM/watch", data={"value": "on"})
+    client_for(app, people["ann"]).post("/spaces/TEAM/pages/new", data={"title": "Daily", "body": "x"})
+    run_jobs()
+    sinks.plain.recorder.reset()
+    assert send_if_due() == 0  # not the hour yet
+    settings = SiteSettings.get()
+    settings.daily_report_hour = now_there.hour
+    db.session.commit()
+    assert send_if_due() == 1
+    assert send_if_due() == 0  # once a day
+    run_jobs()
+    assert [m.message["Subject"] for m in sinks.plain.messages] == ["[Spacemail] Your daily report"]

@@ -2,9 +2,9 @@
 from zoneinfo import available_timezones
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, SelectField, StringField, SubmitField, URLField
+from wtforms import BooleanField, IntegerField, SelectField, StringField, SubmitField, URLField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import InputRequired, Length, Optional, URL, ValidationError
+from wtforms.validators import InputRequired, Length, NumberRange, Optional, URL, ValidationError
 
 from webapp.auth.forms import NewPasswordFields, PersonFields
 from webapp.formtools import no_control_chars, strip
@@ -34,6 +34,12 @@ class SiteSettingsForm(FlaskForm):
         filters=[lambda v: v.strip().rstrip("/") if isinstance(v, str) else v],
     )
     time_zone = SelectField("Time zone", choices=[SelectChoice(z) for z in TIME_ZONES], default="UTC")
+    notify_coalesce_minutes = IntegerField(
+        "Combine one person's edits to a page within (minutes)", default=10,
+        description="Their notification waits this long and then covers every edit; 0 sends each edit at once.",
+        validators=[InputRequired(message="Enter a number of minutes."), NumberRange(0, 1440, "Choose 0 to 1440.")])
+    daily_report_hour = SelectField("Daily report at", choices=[SelectChoice(h, f"{h:02d}:00") for h in range(24)],
+                                    coerce=int, default=8, description="In the site's time zone.")
     submit = SubmitField("Save settings")
 
 

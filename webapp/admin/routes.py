@@ -124,7 +124,8 @@ def mail_archiving():
 def settings():
     form = SiteSettingsForm(obj=SiteSettings.get())
     if form.validate_on_submit():
-        services.update_site_settings(form.site_title.data, form.base_url.data, form.time_zone.data)
+        services.update_site_settings(form.site_title.data, form.base_url.data, form.time_zone.data,
+                                      form.notify_coalesce_minutes.data, form.daily_report_hour.data)
         db.session.commit()
         flash("Settings saved.", "success")
         return redirect(url_for("admin.settings"))

@@ -48,9 +48,11 @@ def set_mail_archiving(enabled: bool) -> SiteSettings:
     return settings
 
 
-def update_site_settings(site_title: str, base_url: str, time_zone: str) -> None:
+def update_site_settings(site_title: str, base_url: str, time_zone: str, coalesce_minutes: int = 10,
+                         report_hour: int = 8) -> None:
     settings = SiteSettings.get()
     settings.site_title, settings.base_url, settings.time_zone = site_title, base_url or "", time_zone
+    settings.notify_coalesce_minutes, settings.daily_report_hour = coalesce_minutes, report_hour
 
 
 
