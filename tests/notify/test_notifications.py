@@ -235,3 +235,20 @@ def test_daily_report_goes_once_at_the_chosen_hour(app, team, run_jobs, sinks):
     assert send_if_due() == 0  # once a day
     run_jobs()
     assert [m.message["Subject"] for m in sinks.plain.messages] == ["[Spacemail] Your daily report"]
+
+
+def test_blog_watchers_hear_of_posts_and_plain_text_readers_get_no_html(app, team, run_jobs, sinks):
+    space, people = team
+    bob = client_for(app, people["bob"])
+    assert bob.post("/profile/notifications", data={"mail_format": "text", "watch_own_edits": "y"}).status_code == 302
+    bob.htmx_post("/spaces/TEAM/blog/watch", data={"value": "on"})
+    ann = client_for(app, people["ann"])
+    ann.post("/spaces/TEAM/blog/new", data={"title": "We shipped", "body": "Version 2 is out."})
+    ann.post("/spaces/TEAM/pages/new", data={"title": "Not a blog post", "body": "x"})
+    run_jobs()
+    (received,) = sinks.plain.messages
+    message = received.message
+    assert received.rcpt_tos == ["bob@example.org"] and message.get_content_type() == "text/plain"
+    text = message.get_content()
+    assert "created the blog post \"We shipped\"" in text and "Version 2 is out." in text
+    assert "because you watch the blog of Team" in text
