@@ -65,6 +65,8 @@ class Config:
         ca_file = _env("SMTP_CA_FILE")
         self.SMTP_CA_PEM = Path(ca_file).read_text() if ca_file else None
         self.MAIL_SEND_BATCH = int(_env("MAIL_SEND_BATCH", "100"))
+        # Sent marks are committed in groups this size (or each second): at most this many resent after a crash.
+        self.MAIL_MARK_EVERY = int(_env("MAIL_MARK_EVERY", "50"))
         # A row left in "sending" this long (its worker died) goes back to the queue.
         self.MAIL_SENDING_TIMEOUT_SECONDS = int(_env("MAIL_SENDING_TIMEOUT_SECONDS", "900"))
         self.MAX_CONTENT_LENGTH = int(_env("MAX_UPLOAD_MB", "1024")) * 1024 * 1024  # mbox imports

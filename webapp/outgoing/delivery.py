@@ -1,5 +1,6 @@
 """Sending what is due: an atomic claim, one connection per server, failover, backoff and the error queue."""
 import logging
+import time
 import uuid
 from datetime import timedelta
 
@@ -79,7 +80,7 @@ def send_batch(token: str, ids: list[int], profiles: list[SmtpProfile]) -> int:
     actors = {u.id: u for u in db.session.scalars(select(User).where(User.id.in_(actor_ids)))} if actor_ids else {}
     site_name = SiteSettings.get().site_title
     schedule = retry_schedule()
-    pool, sent = _Pool(), 0
+    pool, marks = _Pool(), _Marks(token, current_app.config["MAIL_MARK_EVERY"])
     db.session.commit()
     try:
         for row in rows:
@@ -87,18 +88,39 @@ def send_batch(token: str, ids: list[int], profiles: list[SmtpProfile]) -> int:
             if row.server_key:
                 pinned = profile_for(row.server_key)
                 candidates = [pinned] if pinned else profiles
-            values = _attempt(row, candidates, pool, actors.get(row.actor_id), site_name, schedule)
+            marks.add(row, _attempt(row, candidates, pool, actors.get(row.actor_id), site_name, schedule))
+    finally:
+        marks.flush()
+        pool.close()
+    return marks.sent
+
+
+class _Marks:
+    """Outcomes written in groups: one commit per `every` mails or per second, whichever comes first.
+
+    A worker killed mid-group leaves those rows "sending"; the sweeper queues them again, so a crash can
+    resend at most one group and loses nothing. One commit per mail capped sending at ~150 mails/s here.
+    """
+
+    def __init__(self, token: str, every: int) -> None:
+        self.token, self.every, self.pending, self.sent, self.since = token, max(every, 1), [], 0, time.monotonic()
+
+    def add(self, row: OutboundMail, values: dict) -> None:
+        self.pending.append((row, values))
+        self.sent += values["state"] == SENT
+        if len(self.pending) >= self.every or time.monotonic() - self.since > 1:
+            self.flush()
+
+    def flush(self) -> None:
+        for row, values in self.pending:
             db.session.execute(update(OutboundMail).where(OutboundMail.id == row.id,
-                                                          OutboundMail.claim_token == token)
+                                                          OutboundMail.claim_token == self.token)
                                .values(claim_token=None, attempts=row.attempts + 1, **values)
                                .execution_options(synchronize_session=False))
             if row.kind == "test" and values["state"] != QUEUED:
                 _record_test(row, values)
-            db.session.commit()  # per mail: a crash resends at most the mail in flight
-            sent += values["state"] == SENT
-    finally:
-        pool.close()
-    return sent
+        db.session.commit()
+        self.pending, self.since = [], time.monotonic()
 
 
 def _attempt(row: OutboundMail, candidates: list[SmtpProfile], pool: _Pool, actor, site_name: str,
