@@ -4,8 +4,12 @@ import string
 import unicodedata
 from email import policy
 from email.headerregistry import Address
-from email.message import EmailMessage
+from email.charset import QP, Charset
+from email.generator import BytesGenerator
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from email.parser import BytesHeaderParser
+from io import BytesIO
 from email.header import Header
 from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 from urllib.parse import urlsplit
@@ -18,7 +22,7 @@ from webapp.timeutil import utcnow
 # Headers a queued mail may carry besides the ones built here (issue 6 adds List-*, threading).
 EXTRA_HEADERS = ("List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "In-Reply-To", "References",
                  "X-Spacemail-Reason")
-_SMTP = policy.SMTP.clone(max_line_length=78)
+_WIRE = policy.compat32.clone(linesep="\r\n")
 _inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_link_tags=False, keep_style_tags=False)
 
 
@@ -82,15 +86,35 @@ def build(mail, profile: SmtpProfile, actor=None, site_name: str = "Spacemail") 
         value = clean_header_text((mail.headers or {}).get(name) or "", 900)
         if value:
             headers.append((name, _text_header(name, value)))
-    body = EmailMessage(policy=_SMTP)
-    text = normalize_body(mail.body_text)
-    body.set_content(text, cte=_cte(text))
+    body = _text_part(normalize_body(mail.body_text), "plain")
     if mail.body_html:
-        body.add_alternative(normalize_body(inline_css(mail.body_html)), subtype="html")
+        parts = [body, _text_part(normalize_body(inline_css(mail.body_html)), "html")]
+        for part in parts:
+            del part["MIME-Version"]  # only the top level carries it
+        body = MIMEMultipart("alternative", _subparts=parts)
     head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("ascii")
-    data = head + crlf(body.as_bytes(policy=_SMTP))
+    out = BytesIO()
+    BytesGenerator(out, mangle_from_=False, policy=_WIRE).flatten(body)
+    data = head + crlf(out.getvalue())
     _check_headers(data, [name for name, _value in headers] + list(body.keys()))
     return profile.from_address, data
+
+
+def _text_part(text: str, subtype: str) -> MIMEText:
+    """7bit when it is short-lined ASCII, else quoted-printable UTF-8 (readable, and every line short).
+
+    compat32's MIME classes: policy.default's header registry cost more than the SMTP conversation here.
+    """
+    if not text.endswith("\n"):
+        text += "\n"  # a text part ends with a line break, as set_content wrote it
+    if _cte(text) == "7bit":
+        return MIMEText(text, subtype, "us-ascii")
+    charset = Charset("utf-8")
+    charset.body_encoding = QP
+    part = MIMEText("", subtype, None)
+    del part["Content-Transfer-Encoding"]
+    part.set_payload(text, charset)
+    return part
 
 
 def _text_header(name: str, value: str) -> str:
@@ -117,7 +141,7 @@ def _mailbox(display_name: str, address: str) -> str:
 def _check_headers(data: bytes, intended: list[str]) -> None:
     """The bytes carry exactly the headers set here: a last guard against injection by any path."""
     head = data.split(b"\r\n\r\n", 1)[0]
-    found = [n.lower() for n in BytesHeaderParser(policy=_SMTP).parsebytes(head + b"\r\n\r\n").keys()]
+    found = [n.lower() for n in BytesHeaderParser(policy=policy.compat32).parsebytes(head + b"\r\n\r\n").keys()]
     if found != [n.lower() for n in intended]:
         raise ValueError("the composed headers differ from the ones set; the mail was not sent")
 

@@ -2,6 +2,7 @@
 import logging
 import time
 import uuid
+from types import SimpleNamespace
 from datetime import timedelta
 
 from flask import current_app
@@ -72,12 +73,18 @@ class _Pool:
             session.close()
 
 
+_FIELDS = ("id", "kind", "recipient", "subject", "body_text", "body_html", "headers", "message_id", "actor_id",
+           "server_key", "attempts")
+
+
 def send_batch(token: str, ids: list[int], profiles: list[SmtpProfile]) -> int:
-    rows = list(db.session.scalars(select(OutboundMail).where(OutboundMail.id.in_(ids),
-                                                               OutboundMail.claim_token == token)
-                                   .order_by(OutboundMail.id)))
+    # Plain copies: the group commits below would otherwise expire the ORM rows and reload each one.
+    rows = [SimpleNamespace(**{c: getattr(r, c) for c in _FIELDS}) for r in db.session.scalars(
+        select(OutboundMail).where(OutboundMail.id.in_(ids), OutboundMail.claim_token == token)
+        .order_by(OutboundMail.id))]
     actor_ids = {r.actor_id for r in rows if r.actor_id}
-    actors = {u.id: u for u in db.session.scalars(select(User).where(User.id.in_(actor_ids)))} if actor_ids else {}
+    actors = {u.id: SimpleNamespace(full_name=u.full_name, email=u.email)
+              for u in db.session.scalars(select(User).where(User.id.in_(actor_ids)))} if actor_ids else {}
     site_name = SiteSettings.get().site_title
     schedule = retry_schedule()
     pool, marks = _Pool(), _Marks(token, current_app.config["MAIL_MARK_EVERY"])
