@@ -113,3 +113,12 @@ def test_preferences_can_turn_off_watching_own_edits(client, space):
     assert client.post("/profile/notifications", data={"mail_format": "text"}).status_code == 302
     new_page(client)
     assert db.session.scalar(db.select(db.func.count(Watch.id))) == 0
+
+
+def test_preferences_refuse_an_unknown_mail_format(client, space):
+    page = client.post("/profile/notifications", data={"mail_format": "pdf"}).get_data(as_text=True)
+    assert "Not a valid choice" in page
+    from webapp.auth.models import User
+
+    db.session.expire_all()
+    assert db.session.scalar(db.select(User.mail_format).where(User.username == "owner")) == "html"

@@ -7,6 +7,7 @@ from tests.notify.test_notifications import client_for, team  # noqa: F401  (tea
 from webapp.content.models import Comment, Page
 from webapp.extensions import db
 from webapp.notify import replies
+from webapp.notify.models import ReplyMailbox
 from webapp.security import secret_box
 
 
@@ -74,3 +75,26 @@ def test_replies_become_comments_and_strangers_are_rejected(app, team, run_jobs,
 ])
 def test_quoted_text_and_signatures_are_stripped(text, kept):
     assert replies.strip_quoted(text) == kept
+
+
+def test_reply_mailbox_form_explains_bad_input_and_keeps_the_password_secret(app, client, make_user, login):
+    login(make_user("root", admin=True))
+    good = {"enabled": "y", "address": "replies@example.org", "protocol": "imaps", "host": "mail.example.org",
+            "port": "993", "username": "replies", "password": "mailbox-pw", "folder": "INBOX", "trusted_ca_pem": ""}
+    for field, value, message in [("address", "replies", "Invalid email address"),
+                                  ("host", "mail example", "Enter a host name such as"),
+                                  ("port", "0", "The port must be between 1 and 65535."),
+                                  ("username", "a\r\nb", "Line breaks and NUL characters are not allowed"),
+                                  ("password", "", "Enter the mailbox password.")]:
+        page = client.post("/admin/mail-servers/replies", data=dict(good, **{field: value})).get_data(as_text=True)
+        assert message in page, field
+        db.session.expire_all()
+        assert db.session.get(ReplyMailbox, 1) is None  # nothing saved
+    assert client.post("/admin/mail-servers/replies", data=good).status_code == 302
+    db.session.expire_all()
+    box = replies.mailbox()
+    assert box.enabled and secret_box().decrypt(box.password_encrypted) == "mailbox-pw"
+    page = client.get("/admin/mail-servers/replies").get_data(as_text=True)
+    assert "mailbox-pw" not in page and box.password_encrypted not in page
+    changed = client.post("/admin/mail-servers/replies", data=dict(good, host="other.example.org", password=""))
+    assert "enter the password again" in changed.get_data(as_text=True)

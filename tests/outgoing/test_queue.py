@@ -227,3 +227,16 @@ def test_a_refused_recipient_goes_to_the_error_queue_and_the_rest_still_go(app, 
     assert states == [("reader0@example.org", FAILED), ("reader1@example.org", SENT), ("reader2@example.org", SENT)]
     assert "refused the recipient reader0@example.org: 550 5.1.1" in rows()[0].last_error
     assert [m.rcpt_tos for m in sinks.plain.messages] == [["reader1@example.org"], ["reader2@example.org"]]
+
+
+def test_error_queue_actions_without_a_selection_change_nothing(app, client, make_user, login, run_jobs, sinks):
+    add_server(sinks, sinks.plain)
+    sinks.plain.recorder.plan.append("550 5.1.1 No such user")
+    queue_some(1)
+    run_jobs()
+    login(make_user("root", admin=True))
+    response = client.htmx_post("/admin/mail-queue/errors", data={"action": "delete"})
+    assert "Tick the mail to resend or delete first." in response.get_data(as_text=True)
+    assert [r.state for r in rows()] == [FAILED]
+    response = client.htmx_post("/admin/mail-queue/errors", data={"action": "explode", "ids": [str(rows()[0].id)]})
+    assert [r.state for r in rows()] == [FAILED]
