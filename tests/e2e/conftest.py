@@ -9,10 +9,21 @@ from tests.conftest import free_port
 CHROMIUM = "/usr/bin/chromium"
 
 
+# Werkzeug's development server (only the tests use it; production runs gunicorn) leaves a static file open
+# when the browser drops the request for it mid-way, e.g. the favicon while a journey navigates on.
+STATIC_FILE_LEFT_OPEN = [
+    pytest.mark.filterwarnings(r"ignore:unclosed file <_io.BufferedReader name='[^']*/static/:ResourceWarning"),
+    pytest.mark.filterwarnings(r"ignore:Exception ignored in. <_io.FileIO name='[^']*/static/"
+                               r":pytest.PytestUnraisableExceptionWarning"),
+]
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+            for mark in STATIC_FILE_LEFT_OPEN:
+                item.add_marker(mark)
 
 
 @pytest.fixture(scope="session")

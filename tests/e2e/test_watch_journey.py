@@ -60,6 +60,7 @@ def test_watch_edit_read_the_mail_follow_the_link(app, live_server, page, consol
     (received,) = sinks.starttls.messages
     assert received.rcpt_tos == ["bob@example.org"]
     html = received.message.get_body(("html",)).get_content()
+    page.wait_for_load_state("networkidle")
     page.goto("about:blank")  # like a mail client, not under the app's CSP
     page.set_content(html)
     expect(page.get_by_text("Ann Author edited the page Release runbook in Team.")).to_be_visible()
