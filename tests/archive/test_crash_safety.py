@@ -106,3 +106,30 @@ def test_uidvalidity_change_refetches_without_doubling(app, db, make_user, dovec
     assert account.imap_uidvalidity != old
     assert (run.fetched, run.duplicates) == (0, 3)
     assert db.session.scalar(select(func.count(Message.id))) == 3
+
+
+def test_our_deletion_cut_short_between_store_and_expunge_is_finished(app, db, make_user, dovecot, run_jobs):
+    """A worker killed after UID STORE \\Deleted but before UID EXPUNGE: the next fetch expunges those, once."""
+    import imaplib
+    import ssl
+
+    from tests.archive.test_fetch import archived_hashes, fetch_once
+    from webapp.archive.models import SeenMessage
+
+    _, space, account, user = team_with_account(make_user, dovecot, "imaps", keep_on_server=True)
+    originals = [message(i) for i in range(4)]
+    dovecot.deliver(user, originals)
+    fetch_once(account, run_jobs)  # archived, kept on the server
+    other = imaplib.IMAP4_SSL("localhost", dovecot.ports["imaps"],
+                              ssl_context=ssl.create_default_context(cadata=dovecot.ca.cert_pem))
+    other.login(user, "secret pw")
+    other.select("INBOX")
+    other.store("1:4", "+FLAGS", r"(\Deleted)")  # what our STORE did before the worker died
+    other.logout()
+    account.keep_on_server = False
+    db.session.commit()
+    run = fetch_once(account, run_jobs)
+    assert (run.fetched, run.deleted) == (0, 4)
+    assert dovecot.mailbox_files(user) == []
+    assert archived_hashes(space) == sorted(hashlib.sha256(m).hexdigest() for m in originals)
+    assert all(s.deleted_on_server for s in db.session.scalars(select(SeenMessage)))

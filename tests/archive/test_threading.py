@@ -92,3 +92,46 @@ def test_subject_fallback_only_without_threading_headers(space, db):
     fallback = db.session.scalar(select(Message).where(Message.message_id_header.is_(None)))
     assert fallback.thread_id == s1.thread_id
     assert by_msgid(db, "s3@x").thread_id != s1.thread_id
+
+
+def test_batches_thread_like_one_message_at_a_time(app, db, make_user):
+    """A fetch stores a batch in one go: the same threads, counts and dates as storing one at a time, shuffled."""
+    import random
+    import sys
+
+    from tests.conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import corpus
+
+    raws = list(corpus.generate(300, 11))
+    random.Random(3).shuffle(raws)
+    raws += raws[:10]  # the same bytes again, within and across batches
+    owner = make_user("bo")
+    single, batched = create_site_space(owner, "ONE", "One"), create_site_space(owner, "MANY", "Many")
+    db.session.commit()
+    for raw in raws:
+        ingest.store(single.id, None, raw)
+    for start in range(0, len(raws), 40):
+        ingest.store_batch(batched.id, None, raws[start:start + 40])
+    db.session.commit()
+
+    def shape(space):
+        messages = db.session.scalars(select(Message).where(Message.space_id == space.id)).all()
+        threads = db.session.scalars(select(Thread).where(Thread.space_id == space.id)).all()
+        groups = {}
+        for m in messages:
+            groups.setdefault(m.thread_id, set()).add(m.sha256)
+        by_id = {m.id: m for m in messages}
+        for m in messages:  # a parent is in the same thread, and one the message names
+            if m.parent_id:
+                parent = by_id[m.parent_id]
+                assert parent.thread_id == m.thread_id
+        for t in threads:  # no empty threads; counts and newest dates right
+            members = [m for m in messages if m.thread_id == t.id]
+            assert t.message_count == len(members) > 0
+            assert t.last_date == max(m.date for m in members)
+        return len(messages), sorted(tuple(sorted(g)) for g in groups.values())
+
+    assert shape(batched) == shape(single)
+    assert shape(single)[0] == 300

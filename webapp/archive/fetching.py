@@ -4,7 +4,7 @@ import uuid
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 
 from webapp.archive import ingest
 from webapp.archive.connect import MailboxError, resolve_allowed
@@ -94,14 +94,14 @@ def _fetch_all(run: FetchRun, account: MailAccount, owner: str) -> None:
             if session.settings.is_imap:
                 _check_uidvalidity(account, session.uidvalidity)
             if run.total is None:
-                run.total = len(items)
+                run.total = sum(not i.flagged_deleted for i in items)
             seen = _seen(account.id, [i.server_id for i in items])
             leftovers = [i for i in items if i.server_id in seen and not seen[i.server_id].deleted_on_server]
             if leftovers and not account.keep_on_server:
                 _delete(session, leftovers, seen, run)  # archived before a crash, not yet removed
                 if session.deletes_end_session:
                     continue
-            todo = [i for i in items if i.server_id not in seen]
+            todo = [i for i in items if i.server_id not in seen and not i.flagged_deleted]
             if not todo:
                 return
             for batch in _batches(todo, config["FETCH_BATCH_SIZE"], config["FETCH_BATCH_BYTES"]):
@@ -136,25 +136,28 @@ def _seen(account_id: int, server_ids: list[str]) -> dict[str, SeenMessage]:
     return found
 
 
-def _store_batch(run: FetchRun, account: MailAccount, session, batch) -> dict[str, SeenMessage]:
-    stored = {}
-    for item, raw in session.download(batch):
-        message_id, created = ingest.store(account.space_id, account.id, raw)
-        seen = SeenMessage(account_id=account.id, server_id=item.server_id[:200], message_id=message_id)
-        db.session.add(seen)
-        stored[item.server_id] = seen
-        run.bytes += len(raw)
-        if created:
-            run.fetched += 1
-        else:
-            run.duplicates += 1
-    return stored
+def _store_batch(run: FetchRun, account: MailAccount, session, batch) -> dict[str, int]:
+    """Download the batch, archive it in one go, and note each server id as seen (the caller commits)."""
+    downloaded = list(session.download(batch))
+    results = ingest.store_batch(account.space_id, account.id, [raw for _, raw in downloaded])
+    rows = [{"account_id": account.id, "server_id": item.server_id[:200], "message_id": message_id,
+             "deleted_on_server": False} for (item, _), (message_id, _) in zip(downloaded, results)]
+    if rows:
+        db.session.execute(insert(SeenMessage.__table__), rows)
+    run.bytes += sum(len(raw) for _, raw in downloaded)
+    run.fetched += sum(created for _, created in results)
+    run.duplicates += sum(not created for _, created in results)
+    return {item.server_id: message_id for (item, _), (message_id, _) in zip(downloaded, results)}
 
 
 def _delete(session, items, seen: dict, run: FetchRun) -> None:
+    """Remove what the archive holds from the server, then note it (the archive's commit came first)."""
     items = [i for i in items if i.server_id in seen]
     session.delete(items)
-    for item in items:
-        seen[item.server_id].deleted_on_server = True
+    server_ids = [item.server_id[:200] for item in items]
+    for start in range(0, len(server_ids), 500):
+        db.session.execute(update(SeenMessage).where(
+            SeenMessage.account_id == run.account_id, SeenMessage.server_id.in_(server_ids[start:start + 500]))
+            .values(deleted_on_server=True))
     run.deleted += len(items)
     db.session.commit()

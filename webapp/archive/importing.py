@@ -80,6 +80,19 @@ def count_messages(path: str) -> int:
         return sum(1 for line in f if line.startswith(b"From "))
 
 
+def _batches(messages):
+    """Groups of BATCH messages, or fewer when they pass 32 MB."""
+    batch, size = [], 0
+    for raw in messages:
+        batch.append(raw)
+        size += len(raw)
+        if len(batch) >= BATCH or size > 32 * 1024 * 1024:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
 def run_import(run: JobRun) -> None:
     """Import every file of `run`, committing every BATCH messages so progress shows and nothing is redone."""
     files = list(db.session.scalars(select(ArchiveImport).where(ArchiveImport.job_run_id == run.id)))
@@ -88,14 +101,12 @@ def run_import(run: JobRun) -> None:
     for item in files:
         if not os.path.exists(item.path):
             continue
-        for raw in _messages(item.path):
-            _, created = ingest.store(item.space_id, None, raw)
-            item.imported += created
-            item.duplicates += not created
-            run.done_count += 1
-            if run.done_count % BATCH == 0:
-                db.session.commit()
-        db.session.commit()
+        for batch in _batches(_messages(item.path)):
+            results = ingest.store_batch(item.space_id, None, batch)
+            item.imported += sum(created for _, created in results)
+            item.duplicates += sum(not created for _, created in results)
+            run.done_count += len(results)
+            db.session.commit()
         os.unlink(item.path)
     imported = sum(f.imported for f in files)
     duplicates = sum(f.duplicates for f in files)

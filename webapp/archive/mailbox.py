@@ -20,6 +20,7 @@ class ServerMessage:
     server_id: str  # POP3 UIDL, or IMAP "uidvalidity:uid"
     size: int
     ref: int  # POP3 message number or IMAP UID, valid within this session
+    flagged_deleted: bool = False  # IMAP \Deleted: another client's pending deletion, or ours cut short
 
 
 @dataclass
@@ -281,7 +282,8 @@ class IMAPSession:
         self.uidplus = "UIDPLUS" in self.info.capabilities
 
     def list_messages(self) -> list[ServerMessage]:
-        """Every message not flagged \\Deleted (another client's pending deletions are left alone)."""
+        """Every message, with its \\Deleted flag: the caller leaves other clients' pending deletions alone but
+        finishes its own (a worker killed between STORE and EXPUNGE leaves them flagged)."""
         if not self.info.message_count:
             return []
         with translate_errors(self.settings, ""):
@@ -296,8 +298,8 @@ class IMAPSession:
                 uid = int(m.group(1)) if m.group(1) else uid
                 size = int(m.group(2)) if m.group(2) else size
                 flags = m.group(3) if m.group(3) is not None else flags
-            if uid is not None and b"\\Deleted" not in flags:
-                found.append(ServerMessage(f"{self.uidvalidity}:{uid}", size or 0, uid))
+            if uid is not None:
+                found.append(ServerMessage(f"{self.uidvalidity}:{uid}", size or 0, uid, b"\\Deleted" in flags))
         return found
 
     def download(self, items: list[ServerMessage]):

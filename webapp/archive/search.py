@@ -86,17 +86,25 @@ def _pg_query(terms: list[Term]) -> tuple[str, dict]:
 
 def index(message) -> None:
     """Add one message to the index, in the caller's transaction."""
-    body = (message.body_text or "")[:INDEXED_BODY]
-    sender = f"{message.from_name} {message.from_addr}"
+    index_rows([{"id": message.id, "space_id": message.space_id, "subject": message.subject,
+                 "from_name": message.from_name, "from_addr": message.from_addr, "body_text": message.body_text}])
+
+
+def index_rows(rows: list[dict]) -> None:
+    """Add messages (dicts with id, space_id, subject, from_name, from_addr, body_text) in one statement."""
+    params = [{"id": row["id"], "space": row["space_id"], "s": row["subject"] or "",
+               "f": f"{row['from_name']} {row['from_addr']}", "b": (row["body_text"] or "")[:INDEXED_BODY]}
+              for row in rows]
+    if not params:
+        return
     if _dialect() == "sqlite":
         db.session.execute(text("INSERT INTO search_messages (rowid, subject, sender, body) VALUES (:id, :s, :f, :b)"),
-                           {"id": message.id, "s": message.subject, "f": sender, "b": body})
+                           params)
     else:
         db.session.execute(text(
             "INSERT INTO search_messages (message_id, space_id, vector) VALUES (:id, :space, "
             "setweight(to_tsvector('simple', :s), 'A') || setweight(to_tsvector('simple', :f), 'B') || "
-            "to_tsvector('simple', :b))"), {"id": message.id, "space": message.space_id, "s": message.subject,
-                                            "f": sender, "b": body})
+            "to_tsvector('simple', :b))"), params)
 
 
 def remove(message_ids: list[int]) -> None:
