@@ -52,7 +52,7 @@ class Config:
         self.TEST_CONNECTION_RATE = _env("TEST_CONNECTION_RATE", "10 per minute")
         self.ARCHIVE_PARSE_LIMIT = int(_env("ARCHIVE_PARSE_LIMIT_MB", "25")) * 1024 * 1024
         self.MAIL_TIMEOUT_SECONDS = float(_env("MAIL_TIMEOUT_SECONDS", "60"))
-        self.FETCH_BATCH_SIZE = int(_env("FETCH_BATCH_SIZE", "200"))
+        self.FETCH_BATCH_SIZE = int(_env("FETCH_BATCH_SIZE", "500"))
         self.FETCH_BATCH_BYTES = 32 * 1024 * 1024
         self.FETCH_LEASE_SECONDS = int(_env("FETCH_LEASE_SECONDS", "300"))
         self.FETCH_JOB_TIMEOUT = 6 * 3600

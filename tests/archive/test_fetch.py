@@ -88,3 +88,23 @@ def test_fetch_resumes_deletion_after_a_crash_between_commit_and_delete(app, mak
     run = fetch_once(account, run_jobs)
     assert (run.fetched, run.deleted) == (0, 4)
     assert dovecot.mailbox_files(user) == []
+
+
+def test_a_large_message_is_archived_byte_for_byte(app, make_user, dovecot, run_jobs):
+    """Over a megabyte the raw bytes are streamed into SQLite in chunks (PostgreSQL takes them whole)."""
+    import base64
+    import os
+
+    _, space, account, user = team_with_account(make_user, dovecot, "imaps")
+    blob = base64.encodebytes(os.urandom(2_700_000)).replace(b"\n", b"\r\n")
+    large = (b"From: big@example.org\r\nSubject: Scans\r\nMessage-ID: <big@example.org>\r\nMIME-Version: 1.0\r\n"
+             b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nAttached.\r\n"
+             b"--b\r\nContent-Type: application/pdf; name=scan.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+             + blob + b"--b--\r\n")
+    originals = [message(1), large, message(2)]
+    dovecot.deliver(user, originals)
+    run = fetch_once(account, run_jobs)
+    assert (run.state, run.fetched, run.deleted) == ("done", 3, 3)
+    assert archived_hashes(space) == sorted(hashlib.sha256(m).hexdigest() for m in originals)
+    stored = db.session.scalar(select(Message).where(Message.message_id_header == "big@example.org"))
+    assert stored.size == len(large) > 3_000_000 and stored.attachments[0]["name"] == "scan.pdf"

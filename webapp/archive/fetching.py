@@ -30,6 +30,13 @@ def take_lease(account_id: int, owner: str) -> bool:
     return taken == 1
 
 
+def renew_lease(account_id: int, owner: str) -> bool:
+    """Extend our lease in the caller's transaction; False when another worker took the account meanwhile."""
+    until = utcnow() + timedelta(seconds=current_app.config["FETCH_LEASE_SECONDS"])
+    return db.session.execute(update(MailAccount).where(MailAccount.id == account_id, MailAccount.lease_owner == owner)
+                              .values(lease_until=until)).rowcount == 1
+
+
 def release_lease(account_id: int, owner: str) -> None:
     db.session.execute(update(MailAccount).where(MailAccount.id == account_id, MailAccount.lease_owner == owner)
                        .values(lease_owner=None, lease_until=None))
@@ -104,16 +111,24 @@ def _fetch_all(run: FetchRun, account: MailAccount, owner: str) -> None:
             todo = [i for i in items if i.server_id not in seen and not i.flagged_deleted]
             if not todo:
                 return
+            removed: list[str] = []  # removed on the server: noted with the next commit (a lost note is harmless)
             for batch in _batches(todo, config["FETCH_BATCH_SIZE"], config["FETCH_BATCH_BYTES"]):
-                if not take_lease(account.id, owner):
-                    raise MailboxError("lease_lost", "Another worker took over this account's fetch.")
                 stored = _store_batch(run, account, session, batch)
-                db.session.commit()  # durable in the archive before anything is deleted on the server
+                _note_removed(account.id, removed)
+                if not renew_lease(account.id, owner):
+                    db.session.rollback()
+                    raise MailboxError("lease_lost", "Another worker took over this account's fetch.")
+                db.session.commit()  # one commit a batch: durable in the archive before anything is deleted
+                removed = []
                 if not account.keep_on_server:
-                    _delete(session, batch, stored, run)
+                    items = [i for i in batch if i.server_id in stored]
+                    session.delete(items)
+                    removed, run.deleted = [i.server_id for i in items], run.deleted + len(items)
                     if session.deletes_end_session:
                         break
-            else:
+            _note_removed(account.id, removed)
+            db.session.commit()
+            if not session.deletes_end_session or not removed:
                 return
         finally:
             session.close()
@@ -154,10 +169,14 @@ def _delete(session, items, seen: dict, run: FetchRun) -> None:
     """Remove what the archive holds from the server, then note it (the archive's commit came first)."""
     items = [i for i in items if i.server_id in seen]
     session.delete(items)
-    server_ids = [item.server_id[:200] for item in items]
-    for start in range(0, len(server_ids), 500):
-        db.session.execute(update(SeenMessage).where(
-            SeenMessage.account_id == run.account_id, SeenMessage.server_id.in_(server_ids[start:start + 500]))
-            .values(deleted_on_server=True))
+    _note_removed(run.account_id, [item.server_id for item in items])
     run.deleted += len(items)
     db.session.commit()
+
+
+def _note_removed(account_id: int, server_ids: list[str]) -> None:
+    server_ids = [server_id[:200] for server_id in server_ids]
+    for start in range(0, len(server_ids), 500):
+        db.session.execute(update(SeenMessage).where(
+            SeenMessage.account_id == account_id, SeenMessage.server_id.in_(server_ids[start:start + 500]))
+            .values(deleted_on_server=True))
