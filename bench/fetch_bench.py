@@ -156,7 +156,7 @@ def rate_result(rid, work, ours: list[float], n, reference=None, theirs: list[fl
     return result
 
 
-def run(raws: list[bytes], runs: int, urls) -> list[Result]:
+def run(raws: list[bytes], runs: int, urls, big_mb: int = 50) -> list[Result]:
     """urls(name) -> a new database URL; urls.postgres(name) -> one on PostgreSQL or None."""
     n = len(raws)
     bench = FetchBench(raws)
@@ -201,7 +201,7 @@ def run(raws: list[bytes], runs: int, urls) -> list[Result]:
 
         b7 = Result("B7", "worker peak RSS over B1", max(peaks), "MB", peaks, goal="≤ 200 MB", met=max(peaks) <= 200)
         results.append(b7)
-        results.append(big_message(bench, urls))
+        results.append(big_message(bench, urls, big_mb))
 
         pg_rates = []
         for i in range(runs):

@@ -148,11 +148,17 @@ def _search_sqlite(space_id, terms, order, limit, before):
     if before is not None:  # SQLite holds dates as naive UTC text: compare in that form
         before = (before[0].replace(tzinfo=None).isoformat(sep=" "), before[1])
     order_by = "bm25(search_messages, 5.0, 3.0, 1.0)" if order == "relevance" else "m.date DESC, m.id DESC"
-    sql = ("SELECT m.id, snippet(search_messages, -1, char(2), char(3), '…', 16) FROM search_messages "
-           "JOIN archive_messages m ON m.id = search_messages.rowid "
+    sql = ("SELECT m.id FROM search_messages JOIN archive_messages m ON m.id = search_messages.rowid "
            "WHERE search_messages MATCH :q AND m.space_id = :space AND m.deleted_at IS NULL"
            + (_keyset(before, params) if order != "relevance" else "") + f" ORDER BY {order_by} LIMIT :limit")
-    return db.session.execute(text(sql), params).all()
+    ids = db.session.scalars(text(sql), params).all()
+    if not ids:
+        return []
+    # Snippets for the page's rows only: asked for in the query above, SQLite made one for every match.
+    snippets = dict(db.session.execute(text(
+        "SELECT rowid, snippet(search_messages, -1, char(2), char(3), '…', 16) FROM search_messages "
+        f"WHERE search_messages MATCH :q AND rowid IN ({','.join(str(int(i)) for i in ids)})"), params).all())
+    return [(i, snippets.get(i)) for i in ids]
 
 
 def _search_postgres(space_id, terms, order, limit, before):

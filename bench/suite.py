@@ -1,0 +1,117 @@
+"""Every benchmark of issue 7 in one run, written to docs/benchmarks.md and bench/results.json.
+
+    bench/run [--quick] [--messages N] [--runs R] [--seed S] [--no-postgres] [--out DIR]
+
+Default: a 20,000-message corpus, 3 runs of each timed step (median and spread), the search and page
+benchmarks at ten times the corpus (200,000), 10,000 notifications. --quick: 2,000 messages (20,000 for
+search), 2,000 notifications. Absolute figures drift on shared machines; the ratios are measured in the same
+run on the same data."""
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import common
+from common import BENCH, ROOT, Urls, say, versions
+
+NOTES = BENCH / "notes.md"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2,000 messages: a few minutes")
+    parser.add_argument("--messages", type=int, help="corpus size (default 20,000; 2,000 with --quick)")
+    parser.add_argument("--search-messages", type=int, help="archive size for B4/B5/B8 (default 10 × --messages)")
+    parser.add_argument("--watchers", type=int, help="notifications for B6 (default 10,000; 2,000 with --quick)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each timed step (at least 3 for the docs)")
+    parser.add_argument("--reps", type=int, default=30, help="timed repetitions of each query and page")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--big-mb", type=int, default=50, help="size of B7's single large message")
+    parser.add_argument("--wrk-seconds", type=int, default=10)
+    parser.add_argument("--no-postgres", action="store_true", help="skip B8 even when PostgreSQL answers")
+    parser.add_argument("--only", help="comma-separated parts: fetch,import,search,notify")
+    parser.add_argument("--out", default=str(ROOT), help="where docs/benchmarks.md and bench/results.json go")
+    args = parser.parse_args(argv)
+    args.messages = args.messages or (2_000 if args.quick else 20_000)
+    args.search_messages = args.search_messages or 10 * args.messages
+    args.watchers = args.watchers or (2_000 if args.quick else 10_000)
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import corpus
+    import fetch_bench
+    import import_bench
+    import notify_bench
+    import search_bench
+
+    parts = set((args.only or "fetch,import,search,notify").split(","))
+    urls = Urls(postgres=not args.no_postgres)
+    started = time.monotonic()
+    say(f"corpus: {args.messages:,} messages, seed {args.seed} (work directory {common.WORKDIR})")
+    raws = list(corpus.generate(args.messages, args.seed))
+    results = []
+    if "fetch" in parts:
+        results += fetch_bench.run(raws, args.runs, urls, big_mb=args.big_mb)
+    if "import" in parts:
+        results += import_bench.run(raws, args.runs, urls)
+    del raws
+    if "search" in parts:
+        results += search_bench.run(args.search_messages, args.seed, args.reps, urls, args.wrk_seconds, args.runs)
+    if "notify" in parts:
+        results += notify_bench.run(args.watchers, args.runs)
+    minutes = (time.monotonic() - started) / 60
+    write(results, args, minutes)
+    for r in results:
+        verdict = "-" if r.met is None else ("met" if r.met else "MISSED")
+        ratio = f"ratio {r.ratio:.2f}" if r.ratio is not None else ""
+        print(f"{r.id:11} {r.figure:12,.2f} {r.unit:20} {ratio:12} {r.goal:34} {verdict}")
+    return 0
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}" if abs(value) < 10 else f"{value:,.1f}"
+
+
+def write(results, args, minutes: float) -> None:
+    out = Path(args.out)
+    (out / "bench").mkdir(parents=True, exist_ok=True)
+    (out / "docs").mkdir(parents=True, exist_ok=True)
+    info = versions()
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = "bench/run" + (" --quick" if args.quick else "") + (
+        f" --messages {args.messages}" if args.messages not in (2_000, 20_000) else "")
+    (out / "bench" / "results.json").write_text(json.dumps([r.as_json() for r in results], indent=1,
+                                                           ensure_ascii=False) + "\n")
+    lines = [
+        "# Benchmarks", "",
+        f"Written by `{command}` on {when} ({minutes:.0f} minutes). Corpus: {args.messages:,} messages from "
+        f"`bench/corpus.py {args.messages} {args.seed}`; search and pages at {args.search_messages:,} messages; "
+        f"{args.watchers:,} notifications; each timed step run {args.runs} times (figure = median, spread = "
+        f"lowest-highest of the runs; for B4 and B5, of the queries' or pages' medians, {args.reps} timed "
+        "repetitions each). The same figures, machine-readable: `bench/results.json`.", "",
+        "| | |", "|---|---|",
+        *[f"| {name} | {value} |" for name, value in info.items()], "",
+        "Ratios are oriented so that above 1 means Spacemail is faster (for times: the reference's time over "
+        "ours).", "",
+        "| id | work | Spacemail | spread | compared with | their figure | ratio | goal | met |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        met = "-" if r.met is None else ("yes" if r.met else "**no**")
+        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
+        work = r.work + (f" ({r.note})" if r.note else "")
+        lines.append(f"| {r.id} | {work} | {_fmt(r.figure)} {r.unit} | {r.spread} | {r.reference or '-'} | "
+                     f"{_fmt(r.reference_figure)} | {ratio} | {r.goal} | {met} |")
+    notes = NOTES.read_text() if NOTES.exists() else ""
+    (out / "docs" / "benchmarks.md").write_text("\n".join(lines) + "\n\n" + notes)
+    say(f"wrote {out / 'docs' / 'benchmarks.md'} and {out / 'bench' / 'results.json'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

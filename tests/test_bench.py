@@ -1,0 +1,32 @@
+"""bench/run's code cannot rot: the whole benchmark at a tiny size, with every tool it compares against."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+IDS = {"B1", "B1p", "B2", "B3", "B4 newest", "B4 ranked", "B4 rare", "B4 mid", "B5 first", "B5 deep", "B5 thread",
+       "B5 message", "B5 HTTP", "B6", "B6 save", "B7", "B7 big", "B8 fetch"}
+
+
+@pytest.mark.bench
+@pytest.mark.timeout(600)
+def test_quick_benchmark_at_a_tiny_size_writes_every_row(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "bench/suite.py", "--quick", "--messages", "40", "--search-messages", "400", "--watchers",
+         "40", "--runs", "1", "--reps", "2", "--big-mb", "4", "--wrk-seconds", "1", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    results = json.loads((tmp_path / "bench" / "results.json").read_text())
+    by_id = {r["id"]: r for r in results}
+    assert IDS <= set(by_id)
+    for r in results:
+        assert r["figure"] > 0 and r["unit"] and r["goal"]
+        assert set(r) >= {"id", "figure", "unit", "reference_figure", "ratio", "goal", "met"}
+    for rid in ("B1", "B1p", "B3", "B6"):  # measured against a reference tool in the same run
+        assert by_id[rid]["reference_figure"] > 0 and by_id[rid]["ratio"] > 0
+    doc = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "mbsync" in doc and "notmuch" in doc and "fetchmail" in doc
+    assert all(f"| {rid} |" in doc for rid in IDS)
