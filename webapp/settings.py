@@ -1,6 +1,7 @@
 """Site-wide settings, one row. Every package reads them, so they live outside any blueprint."""
 from datetime import datetime
 
+from flask import g, has_request_context
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webapp.extensions import db
@@ -30,12 +31,18 @@ class SiteSettings(db.Model):
 
     @classmethod
     def get(cls) -> "SiteSettings":
-        """The one row, made on first use."""
+        """The one row, made on first use (looked up once a request: date filters ask for it per row)."""
+        if has_request_context():
+            row = g.get("site_settings")
+            if row is not None and row in db.session:
+                return row
         row = db.session.get(cls, 1)
         if row is None:
             row = cls(id=1)
             db.session.add(row)
             db.session.flush()
+        if has_request_context():
+            g.site_settings = row
         return row
 
 

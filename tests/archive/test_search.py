@@ -98,3 +98,48 @@ def test_deleted_mail_is_not_found(indexed, db):
     db.session.get(Message, budget_id).deleted_at = utcnow()
     db.session.commit()
     assert found(space, keys, "budget") == {"ops"}
+
+
+def test_newest_first_is_exact_when_dates_do_not_follow_arrival(app, db, make_user, monkeypatch):
+    """Newest-first looks in the space's newest messages first (a window): imported mail arrives out of date
+    order, some messages are in the trash, another space shares the words; every page must still be exact."""
+    import random
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import select
+
+    from webapp.timeutil import utcnow
+
+    monkeypatch.setattr(search, "NEWEST_WINDOWS", (4, 15))
+    monkeypatch.setattr(search, "RANKED_AMONG", 6)
+    admin = make_user("ann")
+    space, other = create_site_space(admin, "TEAM", "Team"), create_site_space(admin, "OTHER", "Other")
+    db.session.commit()
+    rnd = random.Random(4)
+    start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    for i in range(80):
+        date = (start + timedelta(hours=rnd.randrange(2000))).strftime("%a, %d %b %Y %H:%M:%S +0000")
+        body = ("alpha " if rnd.random() < 0.3 else "") + ("beta gamma" if rnd.random() < 0.5 else "delta")
+        for target in (space, other) if i % 3 == 0 else (space,):
+            ingest.store(target.id, None, (f"From: a@example.org\r\nSubject: m{i}\r\nMessage-ID: <{target.key}{i}@x>"
+                                           f"\r\nDate: {date}\r\n\r\n{body}\r\n").encode())
+    trashed = db.session.scalars(select(Message).where(Message.space_id == space.id).limit(10)).all()
+    for message in trashed:
+        message.deleted_at = utcnow()
+    db.session.commit()
+    live = db.session.scalars(select(Message).where(Message.space_id == space.id, Message.deleted_at.is_(None))).all()
+    for query, has in (("alpha", lambda b: "alpha" in b), ('"beta gamma"', lambda b: "beta gamma" in b),
+                       ("gam*", lambda b: "gamma" in b), ("delta", lambda b: "delta" in b)):
+        expected = [m.id for m in sorted((m for m in live if has(m.body_text)), key=lambda m: (m.date, m.id),
+                                         reverse=True)]
+        got, before = [], None
+        while True:  # page through, 7 at a time, as the Mail tab's "more" does
+            hits = search.search(space.id, query, limit=7, before=before)
+            got += [h.message_id for h in hits]
+            if len(hits) < 7:
+                break
+            last = db.session.get(Message, hits[-1].message_id)
+            before = (last.date, last.id)
+        assert got == expected, query
+        best = [h.message_id for h in search.search(space.id, query, order="relevance", limit=5)]
+        assert len(best) == min(5, len(expected)) and set(best) <= set(expected), query

@@ -79,3 +79,35 @@ def test_thread_delete_restore_and_purge(client, login, db, team):
     column = "rowid" if db.engine.dialect.name == "sqlite" else "message_id"
     assert db.session.execute(text(f"SELECT count(*) FROM search_messages WHERE {column} = {reply}")).scalar() == 0
     assert db.session.get(Message, first).deleted_at is None
+
+
+def test_the_mail_tab_count_follows_trash_restore_purge_and_new_mail(client, login, db, team):
+    """The count is kept between requests until the archive changes: each change shows at once."""
+    import re
+
+    space, admin, reader, role, first, reply = team
+
+    def shown() -> int:
+        page = client.get("/spaces/TEAM/mail").get_data(as_text=True)
+        return int(re.search(r'<strong id="message-count">(\d+)</strong>', page).group(1))
+
+    login(admin)
+    assert shown() == 2
+    client.post(f"/spaces/TEAM/mail/messages/{reply}/delete")
+    assert shown() == 1
+    client.htmx_post(f"/spaces/TEAM/mail/trash/{reply}/restore")
+    assert shown() == 2
+    ingest.store(space.id, None, make_message(3))
+    db.session.commit()
+    assert shown() == 3
+    client.post(f"/spaces/TEAM/mail/messages/{reply}/delete")
+    db.session.get(Message, reply).deleted_at = utcnow() - timedelta(days=31)
+    db.session.commit()
+    assert shown() == 2
+    purge_trash()
+    assert shown() == 2
+    other = create_site_space(admin, "OTHER", "Other")  # mail elsewhere does not change this space's count
+    db.session.commit()
+    ingest.store(other.id, None, make_message(4))
+    db.session.commit()
+    assert shown() == 2

@@ -1,7 +1,7 @@
 """Mail accounts, their fetch runs, and the archive they fill."""
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, LargeBinary, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
 from webapp.extensions import db
@@ -111,6 +111,9 @@ class Message(db.Model):
         UniqueConstraint("space_id", "sha256", name="uq_archive_messages_space_sha256"),
         Index("ix_archive_messages_space_date", "space_id", "date", "id"),
         Index("ix_archive_messages_space_msgid", "space_id", "message_id_header"),
+        # The archive outside the trash, by date: what the Mail tab and newest-first search walk.
+        Index("ix_archive_messages_space_live", "space_id", "date", "id", sqlite_where=text("deleted_at IS NULL"),
+              postgresql_where=text("deleted_at IS NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

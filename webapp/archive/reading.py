@@ -4,7 +4,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import and_, or_, select, tuple_
-from sqlalchemy.orm import selectinload
 
 from webapp.archive import search
 from webapp.archive.models import Message, MessageRaw, Thread
@@ -62,6 +61,14 @@ def _message_filters(query, space_id: int, filters: Filters):
     return query
 
 
+def _listed():
+    """A Mail tab row: its columns and its thread's size, as plain rows in one query (a page of ORM objects
+    cost a fifth of the request)."""
+    return (select(Message.id, Message.subject, Message.from_name, Message.from_addr, Message.date,
+                   Message.has_attachments, Message.thread_id, Thread.message_count.label("thread_size"))
+            .outerjoin(Thread, Thread.id == Message.thread_id))
+
+
 def messages(space_id: int, filters: Filters, before=None) -> tuple[list, dict, str | None]:
     """(messages, snippets by id, next cursor). Search narrows by words; the other filters still apply."""
     snippets = {}
@@ -69,16 +76,15 @@ def messages(space_id: int, filters: Filters, before=None) -> tuple[list, dict, 
         hits = search.search(space_id, filters.q, order=filters.order, limit=PAGE * 4 if filters.active else PAGE,
                              before=before if filters.order != "relevance" else None)
         snippets = {h.message_id: h.snippet for h in hits}
-        query = _message_filters(select(Message).options(selectinload(Message.thread))
-                                 .where(Message.id.in_(list(snippets))), space_id, filters)
-        found = {m.id: m for m in db.session.scalars(query)}
+        query = _message_filters(_listed().where(Message.id.in_(list(snippets))), space_id, filters)
+        found = {m.id: m for m in db.session.execute(query)}
         rows = [found[i] for i in snippets if i in found][:PAGE]
         more = filters.order != "relevance" and len(hits) == (PAGE * 4 if filters.active else PAGE)
     else:
-        query = _message_filters(select(Message).options(selectinload(Message.thread)), space_id, filters)
+        query = _message_filters(_listed(), space_id, filters)
         if before:
             query = query.where(tuple_(Message.date, Message.id) < tuple_(*before))
-        rows = list(db.session.scalars(query.order_by(Message.date.desc(), Message.id.desc()).limit(PAGE + 1)))
+        rows = list(db.session.execute(query.order_by(Message.date.desc(), Message.id.desc()).limit(PAGE + 1)))
         more = len(rows) > PAGE
         rows = rows[:PAGE]
     cursor = encode_cursor(rows[-1].date, rows[-1].id) if more and rows else None

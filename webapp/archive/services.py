@@ -208,8 +208,24 @@ def forget_connection_tests() -> None:
         db.session.delete(run)  # its ConnectionTest goes with it (ON DELETE CASCADE)
 
 
+_COUNTS: dict[tuple, tuple[tuple, int]] = {}  # (database, space, created) -> (archive stamp, count)
+
+
 def message_count(space: Space) -> int:
-    return db.session.scalar(select(func.count(Message.id)).where(Message.space_id == space.id))
+    """Messages in the space's archive (the trash not counted). Counting costs ~60 ns a message (12 ms at
+    200,000), so the count is kept per process until the archive's stamp changes: the newest message id (mail
+    stored anywhere), and how many are in any trash and when the last went there (trashed, restored, purged)."""
+    trash = select(func.count(Message.deleted_at), func.max(Message.deleted_at)).where(
+        Message.deleted_at.is_not(None)).subquery()
+    stamp = tuple(db.session.execute(select(select(func.max(Message.id)).scalar_subquery(), trash)).one())
+    key = (str(db.engine.url), space.id, space.created_at)
+    cached = _COUNTS.get(key)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    count = db.session.scalar(select(func.count()).select_from(Message).where(
+        Message.space_id == space.id, Message.deleted_at.is_(None)))
+    _COUNTS[key] = (stamp, count)
+    return count
 
 
 def recent_messages(space: Space, limit: int = 50) -> list[Message]:
