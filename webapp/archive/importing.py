@@ -12,7 +12,7 @@ from webapp.archive.models import ArchiveImport
 from webapp.extensions import db
 from webapp.jobs import JobRun, start_job
 
-BATCH = 200
+BATCH = 500  # messages a commit, as fetching does
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _QUOTED_FROM = re.compile(rb"^>+From ")
 

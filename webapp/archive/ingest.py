@@ -41,7 +41,7 @@ def store_batch(space_id: int, account_id: int | None, raws: list[bytes]) -> lis
     shas = [hashlib.sha256(raw).hexdigest() for raw in raws]
     fresh = _first_copies(shas, _existing_many(space_id, set(shas)))
     limit = current_app.config["ARCHIVE_PARSE_LIMIT"]
-    parsed = {sha: parse(raws[i], limit) for sha, i in fresh.items()}
+    parsed = {sha: parse(raws[i], limit, sha) for sha, i in fresh.items()}
     write_lock()
     known = _existing_many(space_id, set(shas))  # again, under the lock: another fetch may have stored some
     fresh = {sha: i for sha, i in fresh.items() if sha not in known}
