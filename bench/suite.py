@@ -17,6 +17,18 @@ import common
 from common import BENCH, ROOT, Urls, say, versions
 
 NOTES = BENCH / "notes.md"
+ORDER = ["B1", "B1p", "B2", "B3", "B4", "B5", "B6", "B7", "B8"]
+
+
+def _earlier(args) -> list:
+    """The rows of the results file being added to (--merge), as Results."""
+    from common import Result
+
+    path = Path(args.out) / "bench" / "results.json"
+    if not path.exists():
+        return []
+    fields = set(Result.__dataclass_fields__)
+    return [Result(**{k: v for k, v in row.items() if k in fields}) for row in json.loads(path.read_text())]
 
 
 def parse_args(argv=None):
@@ -33,7 +45,9 @@ def parse_args(argv=None):
     parser.add_argument("--no-postgres", action="store_true", help="skip B8 even when PostgreSQL answers")
     parser.add_argument("--only", help="comma-separated parts: fetch,import,search,notify")
     parser.add_argument("--out", default=str(ROOT), help="where docs/benchmarks.md and bench/results.json go")
+    parser.add_argument("--merge", action="store_true", help="keep the other rows of the results file (with --only)")
     args = parser.parse_args(argv)
+    args.command = " ".join(["bench/run", *(sys.argv[1:] if argv is None else argv)])
     args.messages = args.messages or (2_000 if args.quick else 20_000)
     args.search_messages = args.search_messages or 10 * args.messages
     args.watchers = args.watchers or (2_000 if args.quick else 10_000)
@@ -52,19 +66,25 @@ def main(argv=None) -> int:
     urls = Urls(postgres=not args.no_postgres)
     started = time.monotonic()
     say(f"corpus: {args.messages:,} messages, seed {args.seed} (work directory {common.WORKDIR})")
-    raws = list(corpus.generate(args.messages, args.seed))
-    results = []
+    raws = list(corpus.generate(args.messages, args.seed)) if parts & {"fetch", "import"} else []
+    results = _earlier(args) if args.merge else []
+
+    def done(new):  # written after each part, so a failure later keeps what was measured
+        nonlocal results
+        ids = {r.id for r in new}
+        results = [r for r in results if r.id not in ids] + new
+        results.sort(key=lambda r: ORDER.index(r.id.split()[0]) if r.id.split()[0] in ORDER else len(ORDER))
+        write(results, args, (time.monotonic() - started) / 60)
+
     if "fetch" in parts:
-        results += fetch_bench.run(raws, args.runs, urls, big_mb=args.big_mb)
+        done(fetch_bench.run(raws, args.runs, urls, big_mb=args.big_mb))
     if "import" in parts:
-        results += import_bench.run(raws, args.runs, urls)
+        done(import_bench.run(raws, args.runs, urls))
     del raws
     if "search" in parts:
-        results += search_bench.run(args.search_messages, args.seed, args.reps, urls, args.wrk_seconds, args.runs)
+        done(search_bench.run(args.search_messages, args.seed, args.reps, urls, args.wrk_seconds, args.runs))
     if "notify" in parts:
-        results += notify_bench.run(args.watchers, args.runs)
-    minutes = (time.monotonic() - started) / 60
-    write(results, args, minutes)
+        done(notify_bench.run(args.watchers, args.runs))
     for r in results:
         verdict = "-" if r.met is None else ("met" if r.met else "MISSED")
         ratio = f"ratio {r.ratio:.2f}" if r.ratio is not None else ""
@@ -84,8 +104,7 @@ def write(results, args, minutes: float) -> None:
     (out / "docs").mkdir(parents=True, exist_ok=True)
     info = versions()
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    command = "bench/run" + (" --quick" if args.quick else "") + (
-        f" --messages {args.messages}" if args.messages not in (2_000, 20_000) else "")
+    command = args.command
     (out / "bench" / "results.json").write_text(json.dumps([r.as_json() for r in results], indent=1,
                                                            ensure_ascii=False) + "\n")
     lines = [

@@ -112,6 +112,7 @@ def test_newest_first_is_exact_when_dates_do_not_follow_arrival(app, db, make_us
 
     monkeypatch.setattr(search, "NEWEST_WINDOWS", (4, 15))
     monkeypatch.setattr(search, "RANKED_AMONG", 6)
+    monkeypatch.setattr(search, "FEW_MATCHES", 3)
     admin = make_user("ann")
     space, other = create_site_space(admin, "TEAM", "Team"), create_site_space(admin, "OTHER", "Other")
     db.session.commit()
@@ -120,6 +121,7 @@ def test_newest_first_is_exact_when_dates_do_not_follow_arrival(app, db, make_us
     for i in range(80):
         date = (start + timedelta(hours=rnd.randrange(2000))).strftime("%a, %d %b %Y %H:%M:%S +0000")
         body = ("alpha " if rnd.random() < 0.3 else "") + ("beta gamma" if rnd.random() < 0.5 else "delta")
+        body += " omega" if i in (5, 40) else ""  # a rare word: under FEW_MATCHES, sorted without windows
         for target in (space, other) if i % 3 == 0 else (space,):
             ingest.store(target.id, None, (f"From: a@example.org\r\nSubject: m{i}\r\nMessage-ID: <{target.key}{i}@x>"
                                            f"\r\nDate: {date}\r\n\r\n{body}\r\n").encode())
@@ -129,7 +131,8 @@ def test_newest_first_is_exact_when_dates_do_not_follow_arrival(app, db, make_us
     db.session.commit()
     live = db.session.scalars(select(Message).where(Message.space_id == space.id, Message.deleted_at.is_(None))).all()
     for query, has in (("alpha", lambda b: "alpha" in b), ('"beta gamma"', lambda b: "beta gamma" in b),
-                       ("gam*", lambda b: "gamma" in b), ("delta", lambda b: "delta" in b)):
+                       ("gam*", lambda b: "gamma" in b), ("delta", lambda b: "delta" in b),
+                       ("omega", lambda b: "omega" in b)):
         expected = [m.id for m in sorted((m for m in live if has(m.body_text)), key=lambda m: (m.date, m.id),
                                          reverse=True)]
         got, before = [], None

@@ -17,6 +17,7 @@ _TOKEN = re.compile(r'"([^"]*)"|(\S+)')
 _WORD = re.compile(r"\w+", re.UNICODE)
 START, STOP = "\x02", "\x03"
 NEWEST_WINDOWS = (1_000, 10_000)  # newest messages of a space searched first, for newest-first results
+FEW_MATCHES = 2_000  # fewer matches than this are sorted by date directly (~1.5 µs a match)
 RANKED_AMONG = 500  # "Best match" ranks the most recently archived this many matches (SQLite)
 
 SQLITE_DDL = [
@@ -171,7 +172,9 @@ def _newest_sqlite(params: dict, before) -> list[int]:
     page of matches, they are exactly the newest (everything outside is older). Message ids grow with arrival,
     so the window's id range keeps FTS5's scan short; mail imported out of date order only widens it."""
     keyset = _keyset(before, params)
-    for window in NEWEST_WINDOWS:
+    few = db.session.scalar(text("SELECT count(*) FROM (SELECT 1 FROM search_messages WHERE search_messages MATCH :q "
+                                 "LIMIT :few)"), {**params, "few": FEW_MATCHES}) < FEW_MATCHES
+    for window in () if few else NEWEST_WINDOWS:  # few matches anywhere: sorting them all is cheaper
         edge = db.session.execute(text(
             "SELECT min(id), max(id), count(*), min(date) FROM (SELECT m.id, m.date FROM archive_messages m "
             "WHERE m.space_id = :space AND m.deleted_at IS NULL" + keyset
