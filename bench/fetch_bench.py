@@ -123,7 +123,7 @@ SyncState *
         for sub in ("tmp", "new", "cur"):
             (home / "Maildir" / sub).mkdir(parents=True)
         mda = home / "deliver.sh"
-        mda.write_text('#!/bin/sh\nf="$1/tmp/$$"\ncat > "$f" && sync "$f" && mv "$f" "$1/new/$$"\n')
+        mda.write_text('#!/bin/sh\nf=$(mktemp "$1/tmp/XXXXXXXXXXXX") && cat > "$f" && sync "$f" && mv "$f" "$1/new/"\n')
         mda.chmod(0o755)
         rc = home / "fetchmailrc"
         rc.write_text(f'set no bouncemail\npoll localhost protocol POP3 port {self.dovecot.ports["pop3s"]}:\n'

@@ -8,6 +8,7 @@ search), 2,000 notifications. Absolute figures drift on shared machines; the rat
 run on the same data."""
 import argparse
 import json
+import shutil
 import sys
 import time
 from datetime import datetime, timezone
@@ -45,6 +46,7 @@ def parse_args(argv=None):
     parser.add_argument("--no-postgres", action="store_true", help="skip B8 even when PostgreSQL answers")
     parser.add_argument("--only", help="comma-separated parts: fetch,import,search,notify")
     parser.add_argument("--out", default=str(ROOT), help="where docs/benchmarks.md and bench/results.json go")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (databases, Maildirs)")
     parser.add_argument("--merge", action="store_true", help="keep the other rows of the results file (with --only)")
     args = parser.parse_args(argv)
     args.command = " ".join(["bench/run", *(sys.argv[1:] if argv is None else argv)])
@@ -85,6 +87,8 @@ def main(argv=None) -> int:
         done(search_bench.run(args.search_messages, args.seed, args.reps, urls, args.wrk_seconds, args.runs))
     if "notify" in parts:
         done(notify_bench.run(args.watchers, args.runs))
+    if not args.keep:
+        shutil.rmtree(common.WORKDIR, ignore_errors=True)  # corpora, Maildirs, databases: gigabytes at full size
     for r in results:
         verdict = "-" if r.met is None else ("met" if r.met else "MISSED")
         ratio = f"ratio {r.ratio:.2f}" if r.ratio is not None else ""
