@@ -34,7 +34,7 @@ def _earlier(args) -> list:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2,000 messages: a few minutes")
+    parser.add_argument("--quick", action="store_true", help="2,000 messages: about 10 minutes")
     parser.add_argument("--messages", type=int, help="corpus size (default 20,000; 2,000 with --quick)")
     parser.add_argument("--search-messages", type=int, help="archive size for B4/B5/B8 (default 10 × --messages)")
     parser.add_argument("--watchers", type=int, help="notifications for B6 (default 10,000; 2,000 with --quick)")
