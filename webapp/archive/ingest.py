@@ -39,12 +39,14 @@ def store_batch(space_id: int, account_id: int | None, raws: list[bytes]) -> lis
     a message at a time cost ~11 statements and a savepoint each. Parsing happens before the write lock is
     taken, so other writers wait only for the inserts. The caller commits."""
     shas = [hashlib.sha256(raw).hexdigest() for raw in raws]
-    fresh = _first_copies(shas, _existing_many(space_id, set(shas)))
-    limit = current_app.config["ARCHIVE_PARSE_LIMIT"]
-    parsed = {sha: parse(raws[i], limit, sha) for sha, i in fresh.items()}
-    write_lock()
-    known = _existing_many(space_id, set(shas))  # again, under the lock: another fetch may have stored some
-    fresh = {sha: i for sha, i in fresh.items() if sha not in known}
+    known = _existing_many(space_id, set(shas))
+    fresh = _first_copies(shas, known)
+    if fresh:  # nothing new (a re-download): no parsing, no write lock
+        limit = current_app.config["ARCHIVE_PARSE_LIMIT"]
+        parsed = {sha: parse(raws[i], limit, sha) for sha, i in fresh.items()}
+        write_lock()
+        known.update(_existing_many(space_id, set(fresh)))  # again, under the lock: another fetch may have won
+        fresh = {sha: i for sha, i in fresh.items() if sha not in known}
     if fresh:
         try:
             with _race_guard():
@@ -123,7 +125,7 @@ def _write(space_id: int, account_id: int | None, parsed: list[Parsed], raws: li
         table = Message.__table__
         db.session.execute(update(table).where(table.c.id == bindparam("m_id")).values(parent_id=bindparam("p_id")),
                            later)
-    _touch_existing(space_id, [(t, row["date"]) for t, row in zip(threads, rows) if isinstance(t, int)])
+    _touch_existing([(t, row["date"]) for t, row in zip(threads, rows) if isinstance(t, int)])
     _write_raws(ids, raws)
     refs = [{"space_id": space_id, "message_id": i, "ref": ref[:300]} for i, p in zip(ids, parsed)
             for ref in p.references]
@@ -197,7 +199,7 @@ def _held(space_id: int, refs: set[str]) -> dict[str, tuple[int, int]]:
     return found
 
 
-def _touch_existing(space_id: int, joined: list[tuple[int, datetime]]) -> None:
+def _touch_existing(joined: list[tuple[int, datetime]]) -> None:
     """Threads already stored that this batch's messages joined: count and newest date."""
     changes: dict[int, list] = {}
     for thread_id, date in joined:
