@@ -254,3 +254,35 @@ def test_blog_watchers_hear_of_posts_and_plain_text_readers_get_no_html(app, tea
     text = message.get_content()
     assert "created the blog post \"We shipped\"" in text and "Version 2 is out." in text
     assert "because you watch the blog of Team" in text
+
+
+def test_a_watcher_whose_address_is_broken_waits_in_the_error_queue_and_the_rest_get_their_mail(app, team, run_jobs,
+                                                                                                 sinks):
+    from webapp.auth.models import User
+    from webapp.outgoing.models import FAILED, OutboundMail
+
+    space, people = team
+    for name in ("bob", "cid"):
+        client_for(app, people[name]).htmx_post("/spaces/TEAM/watch", data={"value": "on"})
+    db.session.execute(db.update(User).where(User.id == people["bob"].id).values(email="bob at example"))
+    db.session.commit()
+    client_for(app, people["ann"]).post("/spaces/TEAM/pages/new", data={"title": "Plan", "body": "x"})
+    run_jobs()
+    assert recipients(sinks) == ["cid@example.org"]
+    broken = db.session.scalar(db.select(OutboundMail).where(OutboundMail.recipient == "bob at example"))
+    assert broken.state == FAILED and "'bob at example' is not a mail address" in broken.last_error
+
+
+def test_the_space_name_in_the_reason_is_text_in_the_html_part(app, team, run_jobs, sinks):
+    space, people = team
+    space.name = 'R&D <img src="https://tracker.example/x.gif">'
+    db.session.commit()
+    bob = client_for(app, people["bob"])
+    assert bob.post("/profile/notifications", data={"mail_format": "html", "watch_own_edits": "y"}).status_code == 302
+    bob.htmx_post("/spaces/TEAM/watch", data={"value": "on"})
+    client_for(app, people["ann"]).post("/spaces/TEAM/pages/new", data={"title": "Plan", "body": "x"})
+    run_jobs()
+    (received,) = sinks.plain.messages
+    html = received.message.get_body(("html",)).get_content()
+    assert "because you watch the space R&amp;D &lt;img" in html and "<img" not in html
+    assert "because you watch the space R&D <img" in received.message.get_body(("plain",)).get_content()

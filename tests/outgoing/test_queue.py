@@ -9,6 +9,7 @@ from redis import Redis
 from tests.outgoing.helpers import add_server
 from tests.smtpsinks import Tap
 from webapp.extensions import db
+from webapp.jobs import ready_for_more
 from webapp.outgoing import delivery, queue
 from webapp.outgoing.models import FAILED, QUEUED, SENDING, SENT, OutboundMail
 from webapp.timeutil import utcnow
@@ -240,3 +241,29 @@ def test_error_queue_actions_without_a_selection_change_nothing(app, client, mak
     assert [r.state for r in rows()] == [FAILED]
     response = client.htmx_post("/admin/mail-queue/errors", data={"action": "explode", "ids": [str(rows()[0].id)]})
     assert [r.state for r in rows()] == [FAILED]
+
+
+def test_a_full_batch_wakes_another_sender_and_nothing_goes_twice(app, run_jobs, sinks, redis_server):
+    """Two workers share a long queue: a sender that claims a full batch queues a job for an idle worker."""
+    from rq import Queue
+
+    add_server(sinks, sinks.plain)
+    app.config["MAIL_SEND_BATCH"] = 2
+    queue_some(5)
+    jobs = Queue(app.config["RQ_QUEUE"], connection=Redis.from_url(redis_server))
+    jobs.empty()  # the wake-up queue_mail left: this test sends as the job would, by hand
+    ready_for_more(queue.WAKE)
+    assert delivery.deliver_due() == 5
+    assert [job.func_name for job in jobs.jobs] == ["workers.send.deliver_due"]
+    run_jobs()
+    assert sorted(r for m in sinks.plain.messages for r in m.rcpt_tos) == [f"reader{i}@example.org" for i in range(5)]
+    assert {r.state for r in rows()} == {SENT}
+
+
+def test_a_claim_takes_no_more_than_its_batch(app):
+    """Each sender holds only its batch: on PostgreSQL a locking subquery once let one claim take the whole queue."""
+    queue_some(5)
+    token, ids = delivery.claim(2)
+    assert len(ids) == 2
+    assert [r.state for r in rows()] == [SENDING, SENDING, QUEUED, QUEUED, QUEUED]
+    assert {r.claim_token for r in rows() if r.state == SENDING} == {token}

@@ -1,4 +1,7 @@
 """Turning due content events into mail: one OutboundMail row per watcher, made by a worker in batches."""
+import secrets
+
+from markupsafe import escape
 from sqlalchemy import select, update
 
 from webapp.auth.models import User
@@ -8,17 +11,16 @@ from webapp.content.services import version
 from webapp.extensions import db
 from webapp.notify.audience import list_label, recipients
 from webapp.notify.models import ContentEvent
-from webapp.notify.replies import reply_address
+from webapp.notify.replies import reply_addresser
 from webapp.notify.watches import unwatch_token
-from webapp.outgoing.compose import message_id_host
-from webapp.outgoing.queue import queue_mail
+from webapp.outgoing.compose import inline_css, message_id_host
+from webapp.outgoing.queue import queue_many
 from webapp.settings import base_url
 from webapp.spaces.models import Space
 from webapp.timeutil import utcnow
 
 BATCH = 500
 VERBS = {"created": "created", "edited": "edited", "commented": "commented on"}
-UNWATCH = "\x00unwatch\x00"  # stands for each recipient's own link in the rendered text
 
 
 def fan_out_due() -> int:
@@ -39,6 +41,8 @@ def fan_out_due() -> int:
 
 
 def fan_out(event: ContentEvent) -> int:
+    """One queued mail per recipient, inserted in batches. The body is rendered (and its CSS inlined) once for
+    the event; each recipient's mail only fills in their own stop-watching link, reason and reply address."""
     page, space = db.session.get(Page, event.page_id), db.session.get(Space, event.space_id)
     actor = db.session.get(User, event.actor_id) if event.actor_id else None
     people = recipients(page, space, event.actor_id)
@@ -46,29 +50,33 @@ def fan_out(event: ContentEvent) -> int:
     if not people:
         return 0
     base = base_url()
-    parts = _parts(event, page, space, actor, base)
+    # Stand-ins for each recipient's own link and reason: random, so no page text can hold them by chance.
+    slot = {"unwatch": f"unwatch-{secrets.token_hex(8)}", "reason": f"reason-{secrets.token_hex(8)}"}
+    parts = _parts(event, page, space, actor, base, slot)
     host = message_id_host(base)
     thread = f"<page-{page.id}.{list_label(space)}@{host}>"
+    list_id = f"{space.name} <{list_label(space)}.{host}>"
+    addresser = reply_addresser()
     for start in range(0, len(people), BATCH):
+        mails = []
         for person in people[start:start + BATCH]:
             link = f"{base}/unwatch/{unwatch_token(person.watch)}"
             reason = person.reason.format(space=space.name)
-            text = parts["text"].replace(UNWATCH, link).replace("\x00reason\x00", reason)
+            text = parts["text"].replace(slot["unwatch"], link).replace(slot["reason"], reason)
             html = None
             if person.user.mail_format == "html":
-                html = parts["html"].replace(UNWATCH, link).replace("\x00reason\x00", reason)
-            headers = {"List-Id": f"{space.name} <{list_label(space)}.{host}>", "In-Reply-To": thread,
-                       "References": thread, "List-Unsubscribe": f"<{link}>",
-                       "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
-            reply_to = reply_address(person.user.id, page.id)
-            if reply_to:
-                headers["Reply-To"] = f"{space.name} <{reply_to}>"
-            queue_mail(person.user.email, parts["subject"], text, html, actor=actor, headers=headers)
-        db.session.flush()
+                html = parts["html"].replace(slot["unwatch"], link).replace(slot["reason"], str(escape(reason)))
+            headers = {"List-Id": list_id, "In-Reply-To": thread, "References": thread,
+                       "List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+            if addresser:
+                headers["Reply-To"] = f"{space.name} <{addresser(person.user.id, page.id)}>"
+            mails.append({"recipient": person.user.email, "subject": parts["subject"], "body_text": text,
+                          "body_html": html, "headers": headers})
+        queue_many(mails, actor=actor)
     return len(people)
 
 
-def _parts(event: ContentEvent, page: Page, space: Space, actor, base: str) -> dict:
+def _parts(event: ContentEvent, page: Page, space: Space, actor, base: str, slot: dict) -> dict:
     """Subject, text and HTML shared by every recipient (their link and reason are filled in after)."""
     from flask import render_template
 
@@ -76,7 +84,7 @@ def _parts(event: ContentEvent, page: Page, space: Space, actor, base: str) -> d
     what = "blog post" if page.is_blog else "page"
     context = {"event": event, "page": page, "space": space, "who": who, "what": what,
                "verb": VERBS[event.kind], "url": f"{base}/spaces/{space.key}/pages/{page.id}",
-               "unwatch_url": UNWATCH, "reason": "\x00reason\x00", "diff": [], "comment": None, "comment_html": ""}
+               "unwatch_url": slot["unwatch"], "reason": slot["reason"], "diff": [], "comment": None, "comment_html": ""}
     if not page.sensitive:
         if event.kind == "edited" and event.from_version:
             old = version(page, event.from_version)
@@ -90,4 +98,4 @@ def _parts(event: ContentEvent, page: Page, space: Space, actor, base: str) -> d
             context["comment_html"] = markdown(context["comment"].body) if context["comment"] else ""
     return {"subject": f"{space.name} › {page.title}",
             "text": render_template("notify/mail/notification.txt", **context),
-            "html": render_template("notify/mail/notification.html", **context)}
+            "html": inline_css(render_template("notify/mail/notification.html", **context))}

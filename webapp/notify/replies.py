@@ -44,11 +44,18 @@ def _signature(user_id: int, page_id: int) -> str:
 
 def reply_address(user_id: int, page_id: int) -> str | None:
     """replies+r<user>-<page>-<signature>@host, or None when reply by email is off."""
+    addresser = reply_addresser()
+    return addresser(user_id, page_id) if addresser else None
+
+
+def reply_addresser():
+    """A function (user id, page id) -> reply address, or None when reply by email is off: the mailbox is read
+    once for a whole fan-out."""
     box = db.session.get(ReplyMailbox, 1)
     if box is None or not box.enabled or "@" not in box.address:
         return None
     local, _, domain = box.address.partition("@")
-    return f"{local}+r{user_id}-{page_id}-{_signature(user_id, page_id)}@{domain}"
+    return lambda user_id, page_id: f"{local}+r{user_id}-{page_id}-{_signature(user_id, page_id)}@{domain}"
 
 
 def strip_quoted(text: str) -> str:

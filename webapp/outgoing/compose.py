@@ -1,15 +1,13 @@
 """Building the bytes of one mail: safe headers, the From-name template, text and inlined-CSS HTML."""
+import binascii
+import functools
 import re
+import secrets
 import string
 import unicodedata
 from email import policy
 from email.headerregistry import Address
-from email.charset import QP, Charset
-from email.generator import BytesGenerator
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
 from email.parser import BytesHeaderParser
-from io import BytesIO
 from email.header import Header
 from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 from urllib.parse import urlsplit
@@ -22,7 +20,6 @@ from webapp.timeutil import utcnow
 # Headers a queued mail may carry besides the ones built here (issue 6 adds List-*, threading).
 EXTRA_HEADERS = ("List-Id", "List-Unsubscribe", "List-Unsubscribe-Post", "In-Reply-To", "References",
                  "X-Spacemail-Reason")
-_WIRE = policy.compat32.clone(linesep="\r\n")
 _inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_link_tags=False, keep_style_tags=False)
 
 
@@ -38,7 +35,9 @@ def clean_header_text(value: str, limit: int = 300) -> str:
     A literal "=?" gets an invisible word joiner: Python 3.11.7's header folder decodes user text that looks
     like an encoded word ("=?utf-8?q?=0ABcc:...?=") and would write its newline raw (CVE-2024-6923).
     """
-    value = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in value or "")
+    value = value or ""
+    if not value.isprintable():  # printable text holds none of them (the per-character test is the slow part)
+        value = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in value)
     return " ".join(value.split())[:limit].replace("=?", "=\u2060?")
 
 
@@ -86,37 +85,58 @@ def build(mail, profile: SmtpProfile, actor=None, site_name: str = "Spacemail") 
         value = clean_header_text((mail.headers or {}).get(name) or "", 900)
         if value:
             headers.append((name, _text_header(name, value)))
-    body = _text_part(normalize_body(mail.body_text), "plain")
+    parts = [_text_part(normalize_body(mail.body_text), "plain")]
     if mail.body_html:
-        parts = [body, _text_part(normalize_body(inline_css(mail.body_html)), "html")]
-        for part in parts:
-            del part["MIME-Version"]  # only the top level carries it
-        body = MIMEMultipart("alternative", _subparts=parts)
-    head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("ascii")
-    out = BytesIO()
-    BytesGenerator(out, mangle_from_=False, policy=_WIRE).flatten(body)
-    data = head + crlf(out.getvalue())
-    _check_headers(data, [name for name, _value in headers] + list(body.keys()))
+        html = mail.body_html
+        if _STYLED.search(html):  # notifications arrive inlined already (once per event, not once per mail)
+            html = inline_css(html)
+        parts.append(_text_part(normalize_body(html), "html"))
+    if len(parts) == 1:
+        headers += [("MIME-Version", "1.0"), *parts[0][0]]
+        body = parts[0][1]
+    else:
+        boundary = _boundary(parts)
+        headers += [("MIME-Version", "1.0"), ("Content-Type", f'multipart/alternative; boundary="{boundary}"')]
+        delimiter = f"--{boundary}\r\n".encode("ascii")
+        body = b"".join(delimiter + _head(part_headers) + b"\r\n" + part_body + b"\r\n"
+                        for part_headers, part_body in parts) + f"--{boundary}--\r\n".encode("ascii")
+    data = _head(headers) + b"\r\n" + body
+    _check_headers(data, [name for name, _value in headers])
     return profile.from_address, data
 
 
-def _text_part(text: str, subtype: str) -> MIMEText:
-    """7bit when it is short-lined ASCII, else quoted-printable UTF-8 (readable, and every line short).
+_STYLED = re.compile(r"<(style|link)\b", re.IGNORECASE)
 
-    compat32's MIME classes: policy.default's header registry cost more than the SMTP conversation here.
+
+def _head(headers: list[tuple[str, str]]) -> bytes:
+    return "".join(f"{name}: {value}\r\n" for name, value in headers).encode("ascii")
+
+
+def _text_part(text: str, subtype: str) -> tuple[list[tuple[str, str]], bytes]:
+    """A text part's headers and CRLF body: 7bit when it is short-lined ASCII, else quoted-printable UTF-8
+    (readable, and every line short).
+
+    Written here rather than by the email package's MIME classes and generator, which cost more than the SMTP
+    conversation itself (~1 ms a mail); binascii's quoted-printable encoder is the one the quopri module uses.
     """
     if not text.endswith("\n"):
         text += "\n"  # a text part ends with a line break, as set_content wrote it
     if _cte(text) == "7bit":
-        return MIMEText(text, subtype, "us-ascii")
-    charset = Charset("utf-8")
-    charset.body_encoding = QP
-    part = MIMEText("", subtype, None)
-    del part["Content-Transfer-Encoding"]
-    part.set_payload(text, charset)
-    return part
+        return ([("Content-Type", f'text/{subtype}; charset="us-ascii"'), ("Content-Transfer-Encoding", "7bit")],
+                crlf(text.encode("ascii")))
+    return ([("Content-Type", f'text/{subtype}; charset="utf-8"'), ("Content-Transfer-Encoding", "quoted-printable")],
+            crlf(binascii.b2a_qp(text.encode("utf-8"), istext=True)))
 
 
+def _boundary(parts) -> str:
+    """A random boundary no part's line starts with (quoted-printable never writes "=_"; 7bit text might)."""
+    while True:
+        boundary = f"=_spacemail_{secrets.token_hex(12)}"
+        if not any(boundary.encode("ascii") in body for _headers, body in parts):
+            return boundary
+
+
+@functools.lru_cache(maxsize=1024)  # pure; a notification's subject and From recur in every mail
 def _text_header(name: str, value: str) -> str:
     """RFC 2047 words for anything not plain ASCII, folded so that unfolding gives back exactly `value`.
 
@@ -129,6 +149,7 @@ def _text_header(name: str, value: str) -> str:
     return Header(value, charset, header_name=name).encode(linesep="\r\n")
 
 
+@functools.lru_cache(maxsize=1024)
 def _mailbox(display_name: str, address: str) -> str:
     addr_spec = Address(addr_spec=address).addr_spec  # raises on anything that is not one address
     if not display_name:

@@ -6,12 +6,13 @@ from types import SimpleNamespace
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from webapp.auth.models import User
 from webapp.extensions import db
 from webapp.outgoing import compose
 from webapp.outgoing.models import FAILED, QUEUED, SENDING, SENT, OutboundMail, SmtpTest
+from webapp.outgoing.queue import wake_sender
 from webapp.outgoing.servers import ordered_profiles, profile_for
 from webapp.outgoing.smtp import SmtpError, SmtpProfile, SmtpSession
 from webapp.settings import SiteSettings, retry_schedule
@@ -26,9 +27,14 @@ def claim(limit: int) -> tuple[str, list[int]]:
     due = (select(OutboundMail.id).where(OutboundMail.state == QUEUED, OutboundMail.next_attempt_at <= now)
            .order_by(OutboundMail.next_attempt_at, OutboundMail.id).limit(limit))
     if db.engine.dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
+        # Locked and limited once, in a materialized CTE: as `id IN (subquery)` PostgreSQL may run the subquery
+        # again for each row it updates, each run skipping the rows the last one took, and claim the whole queue.
+        due = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
+        match = OutboundMail.id == due.c.id
+    else:
+        match = OutboundMail.id.in_(due.scalar_subquery())
     ids = db.session.scalars(
-        update(OutboundMail).where(OutboundMail.id.in_(due.scalar_subquery()), OutboundMail.state == QUEUED)
+        update(OutboundMail).where(match, OutboundMail.state == QUEUED)
         .values(state=SENDING, claim_token=token, claimed_at=now).returning(OutboundMail.id)
         .execution_options(synchronize_session=False)).all()
     db.session.commit()
@@ -40,11 +46,14 @@ def deliver_due() -> int:
     profiles = ordered_profiles()
     if not profiles:
         return 0  # nothing to send through: the mail waits, and the queue page says why
-    sent = 0
+    sent, batch = 0, current_app.config["MAIL_SEND_BATCH"]
     while True:
-        token, ids = claim(current_app.config["MAIL_SEND_BATCH"])
+        token, ids = claim(batch)
         if not ids:
             return sent
+        if len(ids) == batch:  # more is due: an idle worker joins in (sending waits on the server, not on us)
+            wake_sender()
+            db.session.commit()
         sent += send_batch(token, ids, profiles)
 
 
@@ -119,13 +128,16 @@ class _Marks:
             self.flush()
 
     def flush(self) -> None:
+        groups: dict[tuple, list[dict]] = {}  # one executemany per set of columns (sent, retry, failed)
         for row, values in self.pending:
-            db.session.execute(update(OutboundMail).where(OutboundMail.id == row.id,
-                                                          OutboundMail.claim_token == self.token)
-                               .values(claim_token=None, attempts=row.attempts + 1, **values)
-                               .execution_options(synchronize_session=False))
+            groups.setdefault(tuple(sorted(values)), []).append(
+                {"b_id": row.id, "claim_token": None, "attempts": row.attempts + 1, **values})
             if row.kind == "test" and values["state"] != QUEUED:
                 _record_test(row, values)
+        table = OutboundMail.__table__
+        for params in groups.values():
+            db.session.connection().execute(
+                table.update().where(table.c.id == bindparam("b_id"), table.c.claim_token == self.token), params)
         db.session.commit()
         self.pending, self.since = [], time.monotonic()
 

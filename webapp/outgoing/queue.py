@@ -4,7 +4,7 @@ from datetime import datetime, timedelta
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from webapp.extensions import db
 from webapp.jobs import enqueue_after_commit
@@ -36,6 +36,28 @@ def queue_mail(recipient: str, subject: str, body_text: str, body_html: str | No
     db.session.add(mail)
     wake_sender()
     return mail
+
+
+def queue_many(mails: list[dict], *, actor=None, kind: str = "notification") -> int:
+    """Many mails (dicts of recipient, subject, body_text, body_html, headers) in one statement, in the caller's
+    transaction: a fan-out to thousands of watchers. An address that is not one cannot hold up the others: its
+    mail goes straight to the error queue, saying why."""
+    if not mails:
+        return 0
+    host, now = message_id_host(base_url()), utcnow()
+    rows = []
+    for mail in mails:
+        row = {**mail, "kind": kind, "actor_id": getattr(actor, "id", None), "server_key": None,
+               "message_id": new_message_id(host), "state": QUEUED, "attempts": 0, "next_attempt_at": now,
+               "created_at": now, "failed_at": None, "last_error": None}
+        try:
+            row["recipient"] = validate_email(mail["recipient"], check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            row.update(state=FAILED, failed_at=now, last_error=f"{mail['recipient']!r} is not a mail address: {exc}")
+        rows.append(row)
+    db.session.execute(insert(OutboundMail), rows)
+    wake_sender()
+    return len(rows)
 
 
 def wake_sender() -> None:
