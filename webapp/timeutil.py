@@ -33,10 +33,10 @@ def format_local(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     """A stored UTC time in the reader's time zone (their profile's, else the site's)."""
     if value is None:
         return "never"
-    return value.astimezone(_reader_zone()).strftime(fmt)
+    return value.astimezone(reader_zone()).strftime(fmt)
 
 
-def _reader_zone():
+def reader_zone():
     """The reader's zone, looked up once a request (a list formats a date per row)."""
     from zoneinfo import ZoneInfo
 

@@ -111,3 +111,32 @@ def test_the_mail_tab_count_follows_trash_restore_purge_and_new_mail(client, log
     ingest.store(other.id, None, make_message(4))
     db.session.commit()
     assert shown() == 2
+
+
+def test_the_listed_mail_follows_every_change_and_each_readers_time_zone(client, login, db, team):
+    """Rendered lists are kept between requests until the archive changes: each change shows at once, in the
+    page and in its htmx update, and a list kept for one reader never shows another's time zone."""
+    import re
+
+    space, admin, reader, role, first, reply = team
+    admin.time_zone, reader.time_zone = "Pacific/Kiritimati", "UTC"  # 14 hours apart
+    db.session.commit()
+
+    def listed(htmx: bool = False) -> list[tuple[int, str]]:
+        response = client.htmx_get("/spaces/TEAM/mail") if htmx else client.get("/spaces/TEAM/mail")
+        rows = re.findall(r'/mail/messages/(\d+)">.*?<td>([\d-]+ [\d:]+)</td>\s*<td>(?:<a class="badge"[^>]*>(\d+)</a>)?',
+                          response.get_data(as_text=True), re.S)
+        return [(int(i), date, int(size or 1)) for i, date, size in rows]
+
+    login(admin)
+    assert listed() == [(reply, "2026-01-01 14:02", 2), (first, "2026-01-01 14:01", 2)]
+    client.post(f"/spaces/TEAM/mail/messages/{reply}/delete")
+    assert listed() == listed(htmx=True) == [(first, "2026-01-01 14:01", 1)]
+    client.htmx_post(f"/spaces/TEAM/mail/trash/{reply}/restore")
+    assert listed(htmx=True) == [(reply, "2026-01-01 14:02", 2), (first, "2026-01-01 14:01", 2)]
+    third, _ = ingest.store(space.id, None, make_message(3, subject="Re: Quarterly budget", reply_to="b@x"))
+    db.session.commit()
+    assert listed() == [(third, "2026-01-01 14:03", 3), (reply, "2026-01-01 14:02", 3), (first, "2026-01-01 14:01", 3)]
+    client.post("/logout")
+    login(reader)
+    assert listed() == [(third, "2026-01-01 00:03", 3), (reply, "2026-01-01 00:02", 3), (first, "2026-01-01 00:01", 3)]

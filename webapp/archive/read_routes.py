@@ -1,4 +1,8 @@
 """The Mail tab for readers: lists, search, threads, messages, attachments, source and mbox exports."""
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import astuple
 from io import BytesIO
 
 from flask import Response, abort, flash, redirect, render_template, request, send_file, stream_with_context, url_for
@@ -16,6 +20,7 @@ from webapp.htmx import is_htmx, page_or_partial, partial
 from webapp.jobs import JobRun
 from webapp.spaces.access import can
 from webapp.spaces.models import ADMIN, VIEW
+from webapp.timeutil import reader_zone
 
 INLINE_IMAGES = ("image/png", "image/gif", "image/jpeg", "image/webp")
 SANDBOX_CSP = "sandbox; default-src 'none'"
@@ -55,21 +60,52 @@ def mail(key):
     space = archive_space(key, VIEW)
     filters = _filters()
     view = "threads" if request.args.get("view") == "threads" and not filters.q else "messages"
-    before = reading.decode_cursor(request.args.get("before"))
-    context = {"space": space, "filters": filters, "view": view, "threads": [], "messages": [], "snippets": {}}
-    if view == "threads":
-        context["threads"], context["cursor"] = reading.threads(space.id, filters, before)
-    else:
-        context["messages"], context["snippets"], context["cursor"] = reading.messages(space.id, filters, before)
+    stamp = services.archive_stamp()
+    results = _results(space, filters, view, request.args.get("before"), stamp)
     if is_htmx():
-        return _private(partial("archive/_mail_results.html", **context))
+        response = Response(results)
+        response.vary.add("HX-Request")
+        return _private(response)
     is_admin = can(current_user, space, ADMIN)
     accounts = [a for a in services.accounts_of(space) if a.enabled] if is_admin else []
     runs = services.latest_runs(accounts)
     return _private(Response(render_template(
-        "archive/mail.html", is_admin=is_admin, accounts=accounts, runs=runs,
-        running=any(r.state in services.ACTIVE for r in runs.values()), count=services.message_count(space),
-        **context)))
+        "archive/mail.html", space=space, filters=filters, view=view, results=results, is_admin=is_admin,
+        accounts=accounts, runs=runs, running=any(r.state in services.ACTIVE for r in runs.values()),
+        count=services.message_count(space, stamp))))
+
+
+_RENDERED: OrderedDict = OrderedDict()  # key -> (rendered list, when)
+_RENDERED_LOCK = threading.Lock()
+RENDERED_KEPT, RENDERED_SECONDS = 256, 60
+
+
+def _results(space, filters, view: str, before: str | None, stamp: tuple) -> Markup:
+    """The list of messages or threads, rendered: kept per process (the 256 most recent lists, a minute each)
+    under the archive's stamp, because what a list shows changes only when mail arrives anywhere or goes to or
+    from a trash. Nothing in it depends on the reader but their time zone. A minute bounds what SQLite's reuse
+    of a purged newest id could otherwise bring back."""
+    key = (stamp, space.id, space.key, space.created_at, astuple(filters), view, before, reader_zone().key,
+           request.script_root)
+    now = time.monotonic()
+    with _RENDERED_LOCK:
+        hit = _RENDERED.get(key)
+        if hit is not None and now - hit[1] < RENDERED_SECONDS:
+            _RENDERED.move_to_end(key)
+            return hit[0]
+    context = {"space": space, "filters": filters, "view": view, "threads": [], "messages": [], "snippets": {}}
+    cursor = reading.decode_cursor(before)
+    if view == "threads":
+        context["threads"], context["cursor"] = reading.threads(space.id, filters, cursor)
+    else:
+        context["messages"], context["snippets"], context["cursor"] = reading.messages(space.id, filters, cursor)
+    rendered = Markup(render_template("archive/_mail_results.html", **context))
+    with _RENDERED_LOCK:
+        _RENDERED[key] = (rendered, now)
+        _RENDERED.move_to_end(key)
+        while len(_RENDERED) > RENDERED_KEPT:
+            _RENDERED.popitem(last=False)
+    return rendered
 
 
 @bp.route("/spaces/<key>/mail/messages/<int:message_id>")

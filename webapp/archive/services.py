@@ -208,17 +208,22 @@ def forget_connection_tests() -> None:
         db.session.delete(run)  # its ConnectionTest goes with it (ON DELETE CASCADE)
 
 
-_COUNTS: dict[tuple, tuple[tuple, int]] = {}  # (database, space, created) -> (archive stamp, count)
+_COUNTS: dict[tuple, tuple[tuple, int]] = {}  # (space, created) -> (archive stamp, with its database; count)
 
 
-def message_count(space: Space) -> int:
-    """Messages in the space's archive (the trash not counted). Counting costs ~60 ns a message (12 ms at
-    200,000), so the count is kept per process until the archive's stamp changes: the newest message id (mail
-    stored anywhere), and how many are in any trash and when the last went there (trashed, restored, purged)."""
+def archive_stamp() -> tuple:
+    """What changes whenever any space's listing can: the newest message id (mail stored anywhere), and how many
+    are in any trash and when the last went there (trashed, restored, purged)."""
     trash = select(func.count(Message.deleted_at), func.max(Message.deleted_at)).where(
         Message.deleted_at.is_not(None)).subquery()
-    stamp = tuple(db.session.execute(select(select(func.max(Message.id)).scalar_subquery(), trash)).one())
-    key = (str(db.engine.url), space.id, space.created_at)
+    return (str(db.engine.url), *db.session.execute(select(select(func.max(Message.id)).scalar_subquery(), trash)).one())
+
+
+def message_count(space: Space, stamp: tuple | None = None) -> int:
+    """Messages in the space's archive (the trash not counted). Counting costs ~60 ns a message (12 ms at
+    200,000), so the count is kept per process until the archive's stamp changes."""
+    stamp = stamp or archive_stamp()
+    key = (space.id, space.created_at)
     cached = _COUNTS.get(key)
     if cached is not None and cached[0] == stamp:
         return cached[1]
