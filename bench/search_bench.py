@@ -139,9 +139,11 @@ def search_results(ours, theirs, n: int, prefix: str = "B4") -> list[Result]:
 
 
 def time_pages(app, reps: int) -> dict[str, list[float]]:
-    """The Mail tab's pages in-process, signed in as the space's admin."""
+    """The Mail tab's pages in-process, signed in as the space's admin. The Mail tab's lists are timed cold (the
+    process's rendered lists dropped before each request, as after new mail) and warm (the same list asked again)."""
     from sqlalchemy import func, select
 
+    from webapp.archive import read_routes
     from webapp.archive.models import Message, Thread
     from webapp.archive.reading import encode_cursor
     from webapp.extensions import db
@@ -152,16 +154,19 @@ def time_pages(app, reps: int) -> dict[str, list[float]]:
         message_id = db.session.scalar(select(Message.id).order_by(Message.date.desc()).limit(1))
         deep = db.session.execute(select(Message.date, Message.id).order_by(Message.date.desc(), Message.id.desc())
                                   .offset(count // 2).limit(1)).first()
-    pages = {"Mail tab, first page": "/spaces/BENCH/mail",
-             "Mail tab, deep page": f"/spaces/BENCH/mail?before={encode_cursor(deep.date, deep.id)}",
-             "thread page (largest thread)": f"/spaces/BENCH/mail/threads/{thread_id}",
-             "message page": f"/spaces/BENCH/mail/messages/{message_id}"}
+    pages = {"Mail tab, first page": ("/spaces/BENCH/mail", True),
+             "Mail tab, deep page": (f"/spaces/BENCH/mail?before={encode_cursor(deep.date, deep.id)}", True),
+             "Mail tab, first page (warm)": ("/spaces/BENCH/mail", False),
+             "thread page (largest thread)": (f"/spaces/BENCH/mail/threads/{thread_id}", False),
+             "message page": (f"/spaces/BENCH/mail/messages/{message_id}", False)}
     client = app.test_client()
     assert client.post("/login", data={"login": "bench", "password": PASSWORD}).status_code == 302
     samples = {}
-    for name, url in pages.items():
+    for name, (url, cold) in pages.items():
         times = []
         for rep in range(reps + 1):
+            if cold:
+                read_routes._RENDERED.clear()
             started = time.perf_counter()
             response = client.get(url)
             if rep:
@@ -206,7 +211,8 @@ def page_results(samples, n: int) -> list[Result]:
     results = []
     for name, times in samples.items():
         figure = median(times)
-        results.append(Result(f"B5 {name.split(',')[-1].split()[0] if 'Mail tab' in name else name.split()[0]}",
+        short = name.split(",")[-1].split()[0] if "Mail tab" in name else name.split()[0]
+        results.append(Result(f"B5 {short}{' (warm)' if 'warm' in name else ''}",
                               f"{name} at {n:,} messages, in-process: median", figure, "ms", times,
                               goal="p50 ≤ 10 ms", met=figure <= 10))
     return results
@@ -231,7 +237,10 @@ def run(n: int, seed: int, reps: int, urls, wrk_seconds: int = 10, runs: int = 3
         rates.append(wrk_mail_tab(app.config["SQLALCHEMY_DATABASE_URI"], wrk_seconds)[0])
     results.append(Result("B5 HTTP", f"Mail tab first page over HTTP at {n:,} messages: gunicorn 2 workers, wrk "
                                      "2 threads, 8 connections", median(rates), "requests/s", rates,
-                          goal="≥ 500 requests/s", met=median(rates) >= 500))
+                          goal="≥ 500 requests/s", met=median(rates) >= 500,
+                          note="the same list asked for again and again: each worker renders it once and then "
+                               "serves it from its rendered-list cache until the archive changes (see B5 first, "
+                               "cold and warm)"))
     pg = urls.postgres("b4")
     if pg is not None:
         say(f"B8: the same {n:,} messages on PostgreSQL")

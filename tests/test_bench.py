@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import ROOT
 
 IDS = {"B1", "B1p", "B2", "B3", "B4 newest", "B4 ranked", "B4 rare", "B4 mid", "B5 first", "B5 deep", "B5 thread",
-       "B5 message", "B5 HTTP", "B6", "B6 save", "B7", "B7 big", "B8 fetch"}
+       "B5 message", "B5 first (warm)", "B5 HTTP", "B6", "B6 save", "B7", "B7 big", "B8 fetch"}
 
 
 @pytest.mark.bench
