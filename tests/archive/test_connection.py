@@ -60,6 +60,26 @@ def test_wrong_password_and_missing_folder(dovecot):
     assert error.kind == "folder_missing" and "Archive/Nope" in error.message
 
 
+def test_a_pop3_mailbox_another_session_holds_is_waited_for_then_named(dovecot):
+    """Dovecot answers PASS with [IN-USE] while another POP3 session holds the mailbox (after waiting ~10 s for it,
+    and again when we try once more): the admin is told that, not that the password is wrong."""
+    import poplib
+
+    user, password = dovecot.add_user()
+    dovecot.deliver(user, [b"Subject: a\r\n\r\nx\r\n"])
+    other = poplib.POP3("127.0.0.1", dovecot.ports["pop3"])
+    other.user(user)
+    other.pass_(password)
+    error = failure(settings(dovecot, "pops", user, password, timeout=30))
+    assert error.kind == "mailbox_in_use" and "another POP3 session holds the mailbox" in error.message
+    release = threading.Timer(0.4, other.quit)  # a session that ends while we wait, as a killed worker's does
+    release.start()
+    try:
+        assert probe(settings(dovecot, "pops", user, password, timeout=30), "127.0.0.1").message_count == 1
+    finally:
+        release.join()
+
+
 def test_starttls_not_offered_never_falls_back(dovecot_without_tls):
     user, password = dovecot_without_tls.add_user()
     for protocol in ("imap", "pop"):

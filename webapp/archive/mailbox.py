@@ -5,6 +5,7 @@ import poplib
 import re
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 
 from webapp.archive.connect import (
@@ -79,6 +80,16 @@ def login_refused() -> MailboxError:
     return MailboxError("login_refused", "The server refused the username or password.")
 
 
+class _MailboxInUse(Exception):
+    """POP3's [IN-USE] (RFC 2449): another session holds the mailbox's lock."""
+
+
+# Dovecot itself waits ~10 s for the lock before it answers [IN-USE]. A session that is ending (a killed worker's,
+# whose server process noticed late) is given one more try; a lock held longer is another client's, and the
+# next fetch tries again.
+IN_USE_WAITS = (1.0,)
+
+
 def uid_set(uids) -> str:
     """1,2,3,7 -> '1:3,7' so a batch stays one short command."""
     uids = sorted(uids)
@@ -131,6 +142,19 @@ class POP3Session:
     def __init__(self, settings: MailboxSettings, address: str) -> None:
         self.settings, self.info, self.open = settings, SessionInfo(), False
         context = tls_context(settings.trusted_ca_pem)
+        for wait in (*IN_USE_WAITS, None):
+            try:
+                self._connect(settings, address, context)
+                break
+            except _MailboxInUse:
+                if wait is None:
+                    raise MailboxError("mailbox_in_use", "The server says another POP3 session holds the mailbox "
+                                       "(another mail client, or a fetch still ending). The next fetch tries "
+                                       "again.") from None
+                time.sleep(wait)
+        self.open = True
+
+    def _connect(self, settings: MailboxSettings, address: str, context) -> None:
         with translate_errors(settings, address):
             try:
                 self.pop = _POP3(settings, address, context if settings.implicit_tls else None)
@@ -142,7 +166,6 @@ class POP3Session:
                 with contextlib.suppress(OSError):
                     self.pop.close()
                 raise
-        self.open = True
 
     def _start(self, settings: MailboxSettings, context) -> None:
         capabilities = self._capabilities()
@@ -158,7 +181,9 @@ class POP3Session:
         try:
             self.pop.user(settings.username)
             self.pop.pass_(settings.password)
-        except poplib.error_proto:
+        except poplib.error_proto as exc:
+            if exc.args and isinstance(exc.args[0], bytes) and exc.args[0].startswith(b"-ERR [IN-USE]"):
+                raise _MailboxInUse() from None
             raise login_refused() from None
         self.info.message_count = self.pop.stat()[0]
 
