@@ -169,7 +169,10 @@ class Client(FlaskClient):
         data = dict(data or {})
         if csrf:
             data.setdefault("csrf_token", self.csrf_token())
-        return super().post(*args, data=data, **kwargs)
+        response = super().post(*args, data=data, **kwargs)
+        if args and str(args[0]).startswith(("/login", "/setup", "/logout")):
+            self.token = None  # signing in or out starts a new session, with a new CSRF token
+        return response
 
     def htmx_get(self, url, **kwargs):
         return self.get(url, headers={"HX-Request": "true"}, **kwargs)
@@ -207,6 +210,7 @@ def login(app, client):
         c = c or client
         response = c.post("/login", data={"login": user.username, "password": PASSWORD})
         assert response.status_code == 302, response.get_data(as_text=True)
+        c.csrf_token()  # as a browser loads the next page: the new session's CSRF token, before any thread races
         return c
 
     return do

@@ -116,7 +116,7 @@ def test_security_headers_on_every_page(client):
 def test_dates_show_in_the_readers_time_zone(client, make_user, login, db):
     from datetime import datetime, timezone
 
-    from webapp.timeutil import format_local
+    from webapp.settings import format_local
 
     ann = make_user("ann")
     login(ann)

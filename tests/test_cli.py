@@ -33,13 +33,13 @@ def test_rotate_keys_re_encrypts_every_stored_password(app, db, make_user):
     from cryptography.fernet import Fernet
 
     from tests.conftest import TEST_KEY
-    from webapp.archive.services import AccountData, create_account, mailbox_settings
+    from webapp.archive.services import AccountData, create_account
     from webapp.security import SecretBox
     from webapp.spaces.services import create_site_space
 
     space = create_site_space(make_user("ann"), "TEAM", "Team")
-    account = create_account(space, AccountData("a", "", "imaps", "mail.example.org", 993, "u", "pw-1", False,
-                                                "INBOX", "", False))
+    account = create_account(space, AccountData(name="a", protocol="imaps", host="mail.example.org", port=993, username="u",
+                       password="pw-1", require_starttls=False, folder="INBOX", trusted_ca_pem=""))
     from webapp.outgoing.servers import ServerData, create_server, profile
 
     server = create_server(ServerData("SMTP", "site@example.org", "", "", "smtp.example.org", 587, "starttls",
@@ -51,5 +51,5 @@ def test_rotate_keys_re_encrypts_every_stored_password(app, db, make_user):
     assert result.exit_code == 0 and "Re-encrypted 2 secret" in result.output
     app.extensions["spacemail.secret_box"] = SecretBox([new_key])  # the old key removed
     db.session.expire_all()
-    assert mailbox_settings(account).password == "pw-1"
+    assert account.mailbox_settings().password == "pw-1"
     assert profile(server).password == "smtp-pw"

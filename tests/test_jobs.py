@@ -8,9 +8,9 @@ import time
 from redis import Redis
 from rq import Queue
 
-from webapp.jobs import DONE, JobRun, start_job
+from webapp.jobs import DONE, WORKER_CHECK, JobRun, start_job
 from webapp.settings import SiteSettings
-from workers.system import worker_check
+
 from tests.conftest import ROOT
 
 
@@ -32,15 +32,15 @@ def test_a_request_queues_a_job_that_a_worker_runs(client, make_user, login, db,
 
 def test_a_job_queued_in_a_rolled_back_transaction_never_runs(app, db, redis_server, run_jobs):
     queue = Queue(app.config["RQ_QUEUE"], connection=Redis.from_url(redis_server))
-    start_job("worker-check", worker_check)
+    start_job("worker-check", WORKER_CHECK)
     db.session.rollback()
     assert len(queue) == 0
     assert db.session.query(JobRun).count() == 0
 
     # A savepoint that rolls back keeps the outer transaction's job.
-    kept = start_job("worker-check", worker_check)
+    kept = start_job("worker-check", WORKER_CHECK)
     with db.session.begin_nested() as nested:
-        start_job("worker-check", worker_check)
+        start_job("worker-check", WORKER_CHECK)
         nested.rollback()
     assert len(queue) == 0  # nothing before the commit
     db.session.commit()
@@ -49,11 +49,13 @@ def test_a_job_queued_in_a_rolled_back_transaction_never_runs(app, db, redis_ser
 
 
 def test_running_a_finished_job_again_changes_nothing(app, db, run_jobs):
-    run = start_job("worker-check", worker_check)
+    run = start_job("worker-check", WORKER_CHECK)
     db.session.commit()
     run_jobs()
     db.session.refresh(run)
     finished_at = run.finished_at
+    from workers.system import worker_check
+
     worker_check(run.id)
     db.session.refresh(run)
     assert run.finished_at == finished_at
@@ -87,7 +89,7 @@ def test_sweep_settles_a_job_that_redis_lost(app, db, redis_server, run_jobs):
     from webapp.timeutil import utcnow
     from workers.system import sweep
 
-    run = start_job("worker-check", worker_check)
+    run = start_job("worker-check", WORKER_CHECK)
     db.session.commit()
     Redis.from_url(redis_server).flushall()  # Redis restarted without persistence
     run.created_at = utcnow() - timedelta(minutes=11)

@@ -11,7 +11,8 @@ from webapp.archive.models import ConnectionTest, Message
 from webapp.archive.services import AccountData, create_account
 from webapp.content.services import create_page, edit_page
 from webapp.jobs import JobRun
-from webapp.notify.models import Watch
+from webapp.auth.models import UserSession
+from webapp.notify.models import ContentEvent, Watch
 from webapp.notify.watches import unwatch_token
 from webapp.outgoing.models import SmtpTest
 from webapp.outgoing.queue import queue_mail
@@ -51,6 +52,10 @@ MATRIX = [
     ("auth.profile", "GET", {}, None, SIGNED_IN),
     ("auth.profile", "POST", {}, {}, SIGNED_IN),
     ("auth.change_password", "POST", {}, {}, SIGNED_IN),
+    # One's own sessions only: another person's session id is 404; ending them all signs this browser out too.
+    ("auth.end_session", "POST", {"session_id": "viewer_session"}, {},
+     expect(user=404, other_admin=404, space_admin=404, sysadmin=404)),
+    ("auth.end_all_sessions", "POST", {}, {}, expect(*[LOGIN] * 6)),
     ("spaces.index", "GET", {}, None, SIGNED_IN),
     ("spaces.directory", "GET", {}, None, SIGNED_IN),
     ("spaces.new_space", "GET", {}, None, expect(user=403, viewer=403, other_admin=403, space_admin=403)),
@@ -72,6 +77,9 @@ MATRIX = [
     ("admin.new_user", "GET", {}, None, ADMIN_ONLY),
     ("admin.new_user", "POST", {}, {}, ADMIN_ONLY),
     ("admin.set_user_flag", "POST", {"user_id": "victim", "flag": "active"}, {"value": "on"}, ADMIN_ONLY),
+    ("admin.end_user_sessions", "POST", {"user_id": "victim"}, {}, ADMIN_ONLY),
+    ("admin.failed_event", "POST", {"event_id": "event", "action": "retry"}, {}, ADMIN_ONLY),
+    ("admin.failed_event", "POST", {"event_id": "event", "action": "discard"}, {}, ADMIN_ONLY),
     ("admin.apps", "GET", {}, None, ADMIN_ONLY),
     ("admin.toggle_mail_archiving", "POST", {}, {"value": "on"}, ADMIN_ONLY),
     ("admin.settings", "GET", {}, None, ADMIN_ONLY),
@@ -230,12 +238,15 @@ def world(db, make_user):
     edit_page(page, people["space_admin"], "Runbook", "v2")
     watch = Watch(user_id=people["viewer"].id, scope="page", space_id=team.id, page_id=page.id)
     db.session.add(watch)
+    viewer_session = UserSession(user_id=people["viewer"].id, key_hash="0" * 64)
+    db.session.add(viewer_session)
     db.session.commit()
     ids = {"victim_role": victim_role.id, "victim": people["victim"].id, "job": run.id, "account": account.id,
            "connection_test": test_run.id, "message": message_id, "attachment": 3,
            "thread": db.session.get(Message, message_id).thread_id, "trashed": trashed_id,
            "smtp_server": server.id, "smtp_test": smtp_test.id, "outbound_mail": mail.id,
-           "page": page.id, "watch": watch.id, "unwatch_token": unwatch_token(watch)}
+           "page": page.id, "watch": watch.id, "unwatch_token": unwatch_token(watch),
+           "viewer_session": viewer_session.id, "event": db.session.scalar(db.select(ContentEvent.id).limit(1))}
     return SimpleNamespace(people=people, ids=ids)
 
 

@@ -1,4 +1,5 @@
 """The Spacemail web app: create_app() wires config, extensions, blueprints, errors and CLI."""
+import importlib
 from pathlib import Path
 
 from flask import Flask, flash, redirect, render_template, request, url_for
@@ -10,7 +11,15 @@ from webapp.config import INSTANCE_DIR, Config, sqlite_pragmas
 from webapp import extensions
 from webapp.extensions import csrf, db, limiter, login_manager, migrate
 from webapp.htmx import is_htmx
+from webapp.params import BoundedInt
 from webapp.security import SecretBox, set_security_headers
+
+
+# Each blueprint package and the modules holding its views. The packages do not import their views themselves:
+# that made every model import run the routes, and turned any import between two packages into a cycle.
+BLUEPRINTS = (("auth", ("routes",)), ("spaces", ("routes",)), ("admin", ("routes",)),
+              ("archive", ("routes", "read_routes")), ("outgoing", ("routes",)), ("content", ("routes",)),
+              ("notify", ("routes",)))
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -19,6 +28,8 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.from_object(Config())
     app.config.update(config or {})
     app.config["RATELIMIT_STORAGE_URI"] = app.config["REDIS_URL"]  # one Redis for jobs and rate limits
+    # The remember cookie is exactly as Secure as the session cookie (Flask-Login's has its own flag).
+    app.config["REMEMBER_COOKIE_SECURE"] = app.config["SESSION_COOKIE_SECURE"]
     INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
 
     db.init_app(app)
@@ -33,22 +44,16 @@ def create_app(config: dict | None = None) -> Flask:
             event.listen(db.engine, "connect", sqlite_pragmas)
 
     from webapp import models  # noqa: F401  (every table, for Alembic and create_all)
-    from webapp.admin import bp as admin_bp
-    from webapp.archive import bp as archive_bp
-    from webapp.auth import bp as auth_bp
-    from webapp.content import bp as content_bp
-    from webapp.notify import bp as notify_bp
-    from webapp.outgoing import bp as outgoing_bp
-    from webapp.spaces import bp as spaces_bp
 
-    app.register_blueprint(auth_bp)
-    app.register_blueprint(spaces_bp)
-    app.register_blueprint(admin_bp)
-    app.register_blueprint(archive_bp)
-    app.register_blueprint(outgoing_bp)
-    app.register_blueprint(content_bp)
-    app.register_blueprint(notify_bp)
+    app.url_map.converters["int"] = BoundedInt  # before any route is added
+    for package, views in BLUEPRINTS:
+        for module in views:
+            importlib.import_module(f"webapp.{package}.{module}")  # the views attach themselves to the blueprint
+        app.register_blueprint(importlib.import_module(f"webapp.{package}").bp)
 
+    from webapp.notify import events
+
+    events.connect()
     _register_login(app)
     _register_errors(app)
     _register_templates(app)
@@ -61,21 +66,13 @@ def create_app(config: dict | None = None) -> Flask:
 
 
 def _register_login(app: Flask) -> None:
-    from webapp.auth.models import User
+    from webapp.auth import sessions
 
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please sign in to see that page."
     login_manager.login_message_category = "info"
 
-    @login_manager.user_loader
-    def load_user(session_id: str):
-        user_id, _, version = session_id.partition(".")
-        if not user_id.isdigit() or not version.isdigit():
-            return None
-        user = db.session.get(User, int(user_id))
-        if user is None or not user.active or user.auth_version != int(version):
-            return None
-        return user
+    login_manager.user_loader(sessions.load)  # the same check for the session cookie and the remember cookie
 
     @login_manager.unauthorized_handler
     def unauthorized():
@@ -131,7 +128,8 @@ def _register_templates(app: Flask) -> None:
     from webapp.settings import SiteSettings
     from webapp.archive.trash import may_delete
     from webapp.spaces.access import role_in
-    from webapp.timeutil import format_age, format_local
+    from webapp.settings import format_local
+    from webapp.timeutil import format_age
 
     @app.context_processor
     def site():

@@ -1,6 +1,7 @@
 """Configuration: defaults, then SPACEMAIL_* environment variables."""
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from cryptography.fernet import Fernet
@@ -44,6 +45,15 @@ class Config:
         self.SESSION_COOKIE_SECURE = self.BASE_URL.startswith("https://")
         self.REMEMBER_COOKIE_HTTPONLY = True
         self.REMEMBER_COOKIE_SAMESITE = "Lax"
+        self.REMEMBER_COOKIE_SECURE = self.SESSION_COOKIE_SECURE  # create_app keeps the two equal
+        # Sessions are rows (webapp/auth/sessions.py): one idle this long is over.
+        self.SESSION_IDLE_DAYS = int(_env("SESSION_IDLE_DAYS", "7"))
+        self.REMEMBERED_SESSION_DAYS = int(_env("REMEMBERED_SESSION_DAYS", "30"))
+        self.REMEMBER_COOKIE_DURATION = timedelta(days=self.REMEMBERED_SESSION_DAYS)
+        # Failed sign-ins (and setup, password change) allowed per account and per client address: moving windows.
+        self.SIGNIN_ACCOUNT_LIMITS = _env("SIGNIN_ACCOUNT_LIMITS", "5 per minute; 10 per 15 minutes; 30 per day")
+        self.SIGNIN_ADDRESS_LIMITS = _env("SIGNIN_ADDRESS_LIMITS", "20 per minute; 100 per hour")
+        self.SIGNIN_SLOW_DOWN_SECONDS = float(_env("SIGNIN_SLOW_DOWN_SECONDS", "0.5"))
         self.WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
         self.TESTING = False
         # werkzeug's scrypt; tests lower the cost (same code path, fewer rounds).

@@ -1,5 +1,5 @@
 """htmx helpers: one route serves a full page or the partial htmx asked for."""
-from flask import make_response, render_template
+from flask import make_response, redirect, render_template, request
 
 from webapp.extensions import htmx
 
@@ -24,3 +24,15 @@ def partial(template: str, status: int = 200, trigger: str | None = None, **cont
     if trigger:
         response.headers["HX-Trigger"] = trigger
     return response
+
+
+def wanted_on() -> bool:
+    """In-place switches post the state they want (value=on/off), so a double click cannot flip twice."""
+    return request.form.get("value") == "on"
+
+
+def switch_response(back: str, template: str, **context):
+    """After an in-place switch: without JavaScript the page it sits on, else the switch's own partial."""
+    if not is_htmx():
+        return redirect(back)
+    return partial(template, **context)

@@ -13,6 +13,16 @@ from webapp.extensions import db
 from webapp.timeutil import UTCDateTime, utcnow
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+
+# Jobs by dotted name: webapp/ never imports workers/ (tests/test_jobs.py checks each name imports).
+FETCH_ACCOUNT = "workers.fetch.fetch_account"
+TEST_CONNECTION = "workers.fetch.test_connection"
+IMPORT_ARCHIVE = "workers.fetch.import_archive"
+DELIVER_DUE = "workers.send.deliver_due"
+SEND_TEST_EMAIL = "workers.send.send_test_email"
+FAN_OUT_DUE = "workers.notify.fan_out_due"
+WORKER_CHECK = "workers.system.worker_check"
+JOB_NAMES = (FETCH_ACCOUNT, TEST_CONNECTION, IMPORT_ARCHIVE, DELIVER_DUE, SEND_TEST_EMAIL, FAN_OUT_DUE, WORKER_CHECK)
 _PENDING = "spacemail.pending_jobs"
 log = logging.getLogger(__name__)
 
@@ -53,7 +63,7 @@ def get_queue() -> Queue:
     return Queue(current_app.config["RQ_QUEUE"], connection=redis_connection())
 
 
-def enqueue_after_commit(func, *args, job_id: str | None = None, once: str | None = None, **options) -> None:
+def enqueue_after_commit(func: str, *args, job_id: str | None = None, once: str | None = None, **options) -> None:
     """Queue `func(*args)` when the current transaction commits; drop it if it (or its savepoint) rolls back.
 
     With `once`, at most one such job waits in the queue: the job calls `ready_for_more(once)` when it starts.
@@ -76,7 +86,7 @@ def ready_for_more(once: str) -> None:
     redis_connection().delete(_once_key(once))
 
 
-def start_job(kind: str, func, *args, user=None) -> JobRun:
+def start_job(kind: str, func: str, *args, user=None) -> JobRun:
     """Record a JobRun and queue `func(run_id, *args)` after commit; the caller commits."""
     run = JobRun(kind=kind, created_by_id=getattr(user, "id", None))
     db.session.add(run)

@@ -1,5 +1,6 @@
 """Site-wide settings, one row. Every package reads them, so they live outside any blueprint."""
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from flask import g, has_request_context
 from sqlalchemy.orm import Mapped, mapped_column
@@ -57,3 +58,22 @@ def base_url() -> str:
     from flask import current_app
 
     return SiteSettings.get().base_url or current_app.config["BASE_URL"]
+
+
+def format_local(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A stored UTC time in the reader's time zone (their profile's, else the site's)."""
+    if value is None:
+        return "never"
+    return value.astimezone(reader_zone()).strftime(fmt)
+
+
+def reader_zone():
+    """The reader's zone, looked up once a request (a list formats a date per row)."""
+    from flask_login import current_user
+
+    if has_request_context() and "reader_zone" in g:
+        return g.reader_zone
+    zone = ZoneInfo(getattr(current_user, "time_zone", "") or SiteSettings.get().time_zone)
+    if has_request_context():
+        g.reader_zone = zone
+    return zone

@@ -29,30 +29,6 @@ class UTCDateTime(TypeDecorator):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
-def format_local(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    """A stored UTC time in the reader's time zone (their profile's, else the site's)."""
-    if value is None:
-        return "never"
-    return value.astimezone(reader_zone()).strftime(fmt)
-
-
-def reader_zone():
-    """The reader's zone, looked up once a request (a list formats a date per row)."""
-    from zoneinfo import ZoneInfo
-
-    from flask import g, has_request_context
-    from flask_login import current_user
-
-    from webapp.settings import SiteSettings
-
-    if has_request_context() and "reader_zone" in g:
-        return g.reader_zone
-    zone = ZoneInfo(getattr(current_user, "time_zone", "") or SiteSettings.get().time_zone)
-    if has_request_context():
-        g.reader_zone = zone
-    return zone
-
-
 def format_age(value: datetime | None) -> str:
     """How long ago, in words: "40 seconds", "12 minutes", "3 hours", "2 days"."""
     if value is None:

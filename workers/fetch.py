@@ -2,14 +2,10 @@
 import logging
 
 from webapp.archive import fetching
-from webapp.archive.connect import MailboxError, MailboxSettings, resolve_allowed
-from webapp.archive.mailbox import probe
-from webapp.archive.models import FetchRun
-from webapp.archive.services import connection_test_for, queue_due_fetches
+from webapp.archive.models import RUN_QUEUED, FetchRun
+from webapp.archive.services import queue_due_fetches, run_connection_test
 from webapp.extensions import db
 from webapp.jobs import JobRun
-from webapp.security import secret_box
-from webapp.settings import SiteSettings
 from workers import job, tracked
 
 log = logging.getLogger(__name__)
@@ -19,7 +15,7 @@ log = logging.getLogger(__name__)
 def fetch_account(fetch_run_id: int) -> None:
     """Fetch one account into its space's archive; a second run of the same job finds nothing to do."""
     run = db.session.get(FetchRun, fetch_run_id)
-    if run is not None and run.state == "queued":
+    if run is not None and run.state == RUN_QUEUED:
         fetching.fetch(run)
 
 
@@ -50,24 +46,4 @@ def import_archive(run: JobRun) -> None:
 @tracked
 def test_connection(run: JobRun) -> None:
     """Sign in with the form's values and report what the server offered, or the one cause of failure."""
-    test = connection_test_for(run)
-    values = dict(test.settings)
-    try:
-        settings = MailboxSettings(
-            protocol=values["protocol"], host=values["host"], port=int(values["port"]), username=values["username"],
-            password=secret_box().decrypt(test.password_encrypted), require_starttls=values["require_starttls"],
-            folder=values["folder"] or "INBOX", trusted_ca_pem=test.trusted_ca_pem, timeout=15,
-        )
-        address = resolve_allowed(settings.host, settings.port, SiteSettings.get().mail_host_allowlist)
-        info = probe(settings, address)
-        test.result = {"ok": True, "address": address, "tls_version": info.tls_version,
-                       "capabilities": info.capabilities[:40], "message_count": info.message_count}
-    except MailboxError as exc:
-        test.result = {"ok": False, "kind": exc.kind, "message": exc.message}
-    except Exception:
-        log.exception("connection test %s failed", run.id)
-        test.result = {"ok": False, "kind": "internal", "message": "The test failed unexpectedly; the worker log has "
-                                                                  "the details."}
-    finally:
-        test.password_encrypted = None  # the form's password is not kept once tested
-    run.done_count = run.total = 1
+    run_connection_test(run)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from webapp.settings import SiteSettings
 from webapp.archive.services import forget_connection_tests, settle_abandoned_runs
+from webapp.auth import sessions
 from webapp.extensions import db
 from webapp.jobs import FAILED, QUEUED, RUNNING, JobRun, redis_connection
 from webapp.timeutil import utcnow
@@ -54,4 +55,5 @@ def sweep() -> None:
         run.message = "The job was lost before it finished (a worker or Redis stopped). Start it again."
     settle_abandoned_runs()
     forget_connection_tests()
+    sessions.forget_expired()
     db.session.commit()

@@ -35,8 +35,8 @@ def test_create_account_encrypts_the_password_and_never_renders_it(client, team,
     assert response.status_code == 302
     saved = account(db)
     assert saved.password_encrypted and "s3cret-pw" not in saved.password_encrypted
-    assert services.mailbox_settings(saved).password == "s3cret-pw"
-    assert "s3cret-pw" not in repr(services.mailbox_settings(saved))
+    assert saved.mailbox_settings().password == "s3cret-pw"
+    assert "s3cret-pw" not in repr(saved.mailbox_settings())
     page = client.get("/spaces/TEAM/mail-accounts").get_data(as_text=True)
     assert "Support inbox" in page and "mail.example.org:993" in page
     edit = client.get(f"/spaces/TEAM/mail-accounts/{saved.id}/edit").get_data(as_text=True)
@@ -80,10 +80,10 @@ def test_changing_where_to_sign_in_needs_the_password_again(client, team, db):
     kept = client.post(url, data={**GOOD, "description": "new words", "password": ""})
     assert kept.status_code == 302
     db.session.refresh(saved)
-    assert saved.description == "new words" and services.mailbox_settings(saved).password == "s3cret-pw"
+    assert saved.description == "new words" and saved.mailbox_settings().password == "s3cret-pw"
     client.post(url, data={**GOOD, "host": "mail2.example.org", "password": "other-pw"})
     db.session.refresh(saved)
-    assert saved.host == "mail2.example.org" and services.mailbox_settings(saved).password == "other-pw"
+    assert saved.host == "mail2.example.org" and saved.mailbox_settings().password == "other-pw"
 
 
 def test_remove_asks_first_and_keeps_the_archive(client, team, make_user, dovecot, db, run_jobs):

@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import select
 
 from tests.archive.helpers import PORT_OF, allow_loopback
-from webapp.archive.connect import MailboxError, MailboxSettings, check_fields, resolve_allowed
-from webapp.archive.mailbox import open_session, probe
+from webapp.archive.mailbox import IMAPSession, open_session, probe
+from webapp.mailnet import MailboxError, MailboxSettings, check_fields, resolve_allowed
 from webapp.archive.models import ConnectionTest
 from webapp.spaces.services import create_site_space
 
@@ -21,38 +21,46 @@ def settings(dovecot, protocol, username, password, **kw) -> MailboxSettings:
     return MailboxSettings(**values)
 
 
-def failure(s: MailboxSettings, address="127.0.0.1") -> MailboxError:
+@pytest.fixture
+def loopback(app):
+    """The real servers here listen on loopback, which the host policy allows only when an admin says so."""
+    allow_loopback()
+
+
+def failure(s: MailboxSettings) -> MailboxError:
     with pytest.raises(MailboxError) as caught:
-        probe(s, address)
+        probe(s)
     return caught.value
 
 
 @pytest.mark.parametrize("protocol", ["imap", "imaps", "pop", "pops"])
-def test_success_reports_tls_and_count(dovecot, protocol):
+def test_success_reports_tls_and_count(loopback, dovecot, protocol):
     user, password = dovecot.add_user()
     dovecot.deliver(user, [b"Subject: a\r\n\r\nx\r\n", b"Subject: b\r\n\r\ny\r\n"])
-    info = probe(settings(dovecot, protocol, user, password), "127.0.0.1")
+    info = probe(settings(dovecot, protocol, user, password))
     assert info.message_count == 2 and info.tls_version in ("TLSv1.2", "TLSv1.3")
     assert ("UIDPLUS" if protocol.startswith("imap") else "UIDL") in info.capabilities
 
 
-def test_untrusted_certificate_names_subject_and_issuer_until_its_ca_is_added(dovecot):
+def test_untrusted_certificate_names_subject_and_issuer_until_its_ca_is_added(loopback, dovecot):
     user, password = dovecot.add_user()
     error = failure(settings(dovecot, "imaps", user, password, trusted_ca_pem=None))
     assert error.kind == "certificate_untrusted"
     assert "CN=localhost" in error.message and "CN=Spacemail Test CA" in error.message
     starttls = failure(settings(dovecot, "pop", user, password, trusted_ca_pem=None))
     assert starttls.kind == "certificate_untrusted" and "CN=Spacemail Test CA" in starttls.message
-    assert probe(settings(dovecot, "imaps", user, password), "127.0.0.1").tls_version
+    assert probe(settings(dovecot, "imaps", user, password)).tls_version
 
 
-def test_certificate_for_another_name_is_refused(dovecot):
+def test_certificate_for_another_name_is_refused(loopback, dovecot):
     user, password = dovecot.add_user()
-    error = failure(settings(dovecot, "imaps", user, password, host="mail.other.test"))
+    with pytest.raises(MailboxError) as caught:  # a name that is not the certificate's, on the same server
+        IMAPSession(settings(dovecot, "imaps", user, password, host="mail.other.test"), "127.0.0.1")
+    error = caught.value
     assert error.kind == "certificate_untrusted" and "mismatch" in error.message.lower()
 
 
-def test_wrong_password_and_missing_folder(dovecot):
+def test_wrong_password_and_missing_folder(loopback, dovecot):
     user, password = dovecot.add_user()
     assert failure(settings(dovecot, "imaps", user, "wrong")).kind == "login_refused"
     assert failure(settings(dovecot, "pops", user, "wrong")).kind == "login_refused"
@@ -60,7 +68,7 @@ def test_wrong_password_and_missing_folder(dovecot):
     assert error.kind == "folder_missing" and "Archive/Nope" in error.message
 
 
-def test_a_pop3_mailbox_another_session_holds_is_waited_for_then_named(dovecot):
+def test_a_pop3_mailbox_another_session_holds_is_waited_for_then_named(loopback, dovecot):
     """Dovecot answers PASS with [IN-USE] while another POP3 session holds the mailbox (after waiting ~10 s for it,
     and again when we try once more): the admin is told that, not that the password is wrong."""
     import poplib
@@ -75,25 +83,25 @@ def test_a_pop3_mailbox_another_session_holds_is_waited_for_then_named(dovecot):
     release = threading.Timer(0.4, other.quit)  # a session that ends while we wait, as a killed worker's does
     release.start()
     try:
-        assert probe(settings(dovecot, "pops", user, password, timeout=30), "127.0.0.1").message_count == 1
+        assert probe(settings(dovecot, "pops", user, password, timeout=30)).message_count == 1
     finally:
         release.join()
 
 
-def test_starttls_not_offered_never_falls_back(dovecot_without_tls):
+def test_starttls_not_offered_never_falls_back(loopback, dovecot_without_tls):
     user, password = dovecot_without_tls.add_user()
     for protocol in ("imap", "pop"):
         error = failure(settings(dovecot_without_tls, protocol, user, password))
         assert error.kind == "starttls_missing"
 
 
-def test_implicit_tls_to_a_plain_port(dovecot):
+def test_implicit_tls_to_a_plain_port(loopback, dovecot):
     user, password = dovecot.add_user()
     error = failure(settings(dovecot, "imaps", user, password, port=dovecot.ports["imap"]))
     assert error.kind in ("tls_failed", "closed")
 
 
-def test_refused_and_timed_out():
+def test_refused_and_timed_out(loopback):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
@@ -108,7 +116,7 @@ def test_refused_and_timed_out():
         silent.close()
 
 
-def test_a_service_that_is_not_a_mail_server_is_not_echoed():
+def test_a_service_that_is_not_a_mail_server_is_not_echoed(loopback):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
@@ -138,13 +146,21 @@ def test_client_layer_refuses_line_breaks_and_nul(field, bad):
         check_fields(MailboxSettings(**values))
     assert caught.value.kind == "invalid"
     with pytest.raises(MailboxError):
-        open_session(MailboxSettings(**values), "127.0.0.1")  # nothing is sent
+        open_session(MailboxSettings(**values))  # refused before any name is resolved or anything sent
 
 
 def test_host_policy_public_only_by_default_and_the_admins_list():
     with pytest.raises(MailboxError) as caught:
         resolve_allowed("localhost", 993, "")
     assert caught.value.kind == "host_not_allowed" and "Administration" in caught.value.message
+    # Said in words, never the address behind the name (that would map the network for whoever asks).
+    assert "loopback" in caught.value.message and "127.0.0.1" not in caught.value.message
+    assert "::1" not in caught.value.message and "LOCALHOST (" not in caught.value.message.upper()
+    for address, words in (("10.1.2.3", "private network"), ("169.254.169.254", "link-local"),
+                           ("0.0.0.0", "loopback"), ("100.64.0.1", "non-public")):
+        with pytest.raises(MailboxError) as caught:
+            resolve_allowed(address, 993, "")
+        assert words in caught.value.message and caught.value.message.count(address) == 1  # only as typed
     for private in ("10.1.2.3", "192.168.0.5", "169.254.169.254", "::1", "0.0.0.0"):
         with pytest.raises(MailboxError):
             resolve_allowed(private, 993, "")
@@ -170,7 +186,8 @@ def test_connection_test_job_through_the_form(app, client, make_user, login, dov
     run_id = int(re.search(r'id="test-(\d+)"', blocked.get_data(as_text=True)).group(1))
     run_jobs()
     result = client.htmx_get(f"/spaces/TEAM/mail-accounts/tests/{run_id}").get_data(as_text=True)
-    assert "Connection failed." in result and "not a public address" in result
+    assert "Connection failed." in result and "is not allowed: it is a loopback address" in result
+    assert "127.0.0.1" not in result
 
     allow_loopback()
     started = client.htmx_post("/spaces/TEAM/mail-accounts/test", data=form)

@@ -34,7 +34,8 @@ def test_connection_test_passwords_are_wiped_and_old_tests_dropped(app, db, make
     from webapp.archive.services import AccountData
 
     space = create_site_space(make_user("ann"), "TEAM", "Team")
-    data = AccountData("a", "", "imaps", "mail.example.org", 993, "u", "pw", False, "INBOX", "", False)
+    data = AccountData(name="a", protocol="imaps", host="mail.example.org", port=993, username="u",
+                       password="pw", require_starttls=False, folder="INBOX", trusted_ca_pem="")
     run = services.start_connection_test(space, data, None)
     db.session.commit()
     test = db.session.scalar(select(ConnectionTest))

@@ -3,6 +3,7 @@ import logging
 
 import pytest
 
+from tests.archive.helpers import allow_loopback
 from tests.notify.test_notifications import client_for, team  # noqa: F401  (team is a fixture)
 from webapp.content.models import Comment, Page
 from webapp.extensions import db
@@ -20,7 +21,21 @@ def reply_box(app, dovecot):
     box.username, box.password_encrypted = username, secret_box().encrypt(password)
     box.trusted_ca_pem = dovecot.ca.cert_pem
     db.session.commit()
+    allow_loopback()
     return username
+
+
+def test_the_reply_mailbox_obeys_the_host_policy(app, dovecot, reply_box):
+    """It reached loopback hosts no admin allowed: it connected to the raw name, not the checked address."""
+    from webapp.settings import SiteSettings
+
+    dovecot.deliver(reply_box, [b"Subject: hello\r\n\r\nx\r\n"])
+    SiteSettings.get().mail_host_allowlist = ""
+    db.session.commit()
+    assert replies.fetch() == 0
+    box = db.session.get(ReplyMailbox, 1)
+    assert "is not allowed: it is a loopback address" in box.last_result and "127.0.0.1" not in box.last_result
+    assert len(dovecot.mailbox_files(reply_box)) == 1  # nothing read, nothing removed
 
 
 def reply(to: str, sender: str, body: str, extra: str = "") -> bytes:

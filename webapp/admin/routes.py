@@ -1,8 +1,6 @@
 """System administration: users, apps, general settings, workers."""
-import functools
-
-from flask import abort, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required
+from flask import flash, redirect, render_template, url_for
+from flask_login import current_user
 from rq import Worker
 
 from webapp.admin import bp, services
@@ -11,32 +9,18 @@ from webapp.archive.forms import MailArchivingSettingsForm
 from webapp.settings import SiteSettings
 from webapp.auth.models import User
 from webapp.auth.services import AuthError, create_user
+from webapp.decorators import admin_required
 from webapp.extensions import db
-from webapp.htmx import is_htmx, page_or_partial, partial
-from webapp.jobs import JobRun, get_queue, redis_connection, start_job
-from workers.system import worker_check
+from webapp.notify import fanout
+from webapp.notify.models import ContentEvent
+from webapp.htmx import is_htmx, page_or_partial, partial, wanted_on
+from webapp.jobs import WORKER_CHECK, JobRun, get_queue, redis_connection, start_job
 
 USER_FLAGS = {
     "active": lambda actor, user, on: services.set_active(actor, user, on),
     "admin": lambda actor, user, on: services.set_admin(actor, user, on),
     "create_spaces": lambda actor, user, on: services.set_can_create_spaces(user, on),
 }
-
-
-def admin_required(view):
-    @functools.wraps(view)
-    @login_required
-    def wrapper(*args, **kwargs):
-        if not current_user.is_admin:
-            abort(403)
-        return view(*args, **kwargs)
-
-    return wrapper
-
-
-def _wanted_on() -> bool:
-    """Switches post the state they want, so a double click cannot flip twice."""
-    return request.form.get("value") == "on"
 
 
 @bp.route("/")
@@ -77,7 +61,7 @@ def set_user_flag(user_id, flag):
     error = None
     if ToggleForm().validate_on_submit():
         try:
-            USER_FLAGS[flag](current_user, user, _wanted_on())
+            USER_FLAGS[flag](current_user, user, wanted_on())
         except services.AdminError as exc:
             db.session.rollback()
             error = str(exc)
@@ -90,6 +74,21 @@ def set_user_flag(user_id, flag):
     return partial("admin/_user_row.html", u=user, error=error)
 
 
+@bp.route("/users/<int:user_id>/end-sessions", methods=["POST"])
+@admin_required
+def end_user_sessions(user_id):
+    user = db.get_or_404(User, user_id)
+    ended = 0
+    if ToggleForm().validate_on_submit():
+        ended = services.end_sessions(user)
+        db.session.commit()
+    note = f"{ended} session{'s' if ended != 1 else ''} ended." if ended else "No session was open."
+    if not is_htmx():
+        flash(f"{user.full_name}: {note}", "success")
+        return redirect(url_for("admin.users"))
+    return partial("admin/_user_row.html", u=user, note=note)
+
+
 @bp.route("/apps")
 @admin_required
 def apps():
@@ -100,7 +99,7 @@ def apps():
 @admin_required
 def toggle_mail_archiving():
     if ToggleForm().validate_on_submit():
-        services.set_mail_archiving(_wanted_on())
+        services.set_mail_archiving(wanted_on())
         db.session.commit()
     return page_or_partial("admin/apps.html", "admin/_app_mail_archiving.html",
                            settings=SiteSettings.get())
@@ -141,13 +140,27 @@ def system():
         settings=SiteSettings.get(),
         workers=Worker.all(connection=connection),
         queued=len(get_queue()),
+        failed=fanout.failed_events(),
     )
+
+
+@bp.route("/system/failed-events/<int:event_id>/<any(retry, discard):action>", methods=["POST"])
+@admin_required
+def failed_event(event_id, action):
+    event = db.get_or_404(ContentEvent, event_id)
+    if ToggleForm().validate_on_submit() and event.failed_at is not None and event.fanned_out_at is None:
+        (fanout.retry_event if action == "retry" else fanout.discard_event)(event)
+        db.session.commit()
+    if not is_htmx():
+        flash("The event is queued again." if action == "retry" else "The event is discarded.", "success")
+        return redirect(url_for("admin.system"))
+    return partial("_empty.html")
 
 
 @bp.route("/system/check", methods=["POST"])
 @admin_required
 def start_worker_check():
-    run = start_job("worker-check", worker_check, user=current_user)
+    run = start_job("worker-check", WORKER_CHECK, user=current_user)
     db.session.commit()
     return page_or_partial("admin/job_page.html", "admin/_job_run.html", run=run)
 

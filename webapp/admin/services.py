@@ -1,13 +1,15 @@
 """System administration: people, apps, site settings."""
 from sqlalchemy import func, select
 
-from webapp.settings import SiteSettings
+from webapp.auth import sessions
 from webapp.auth.models import User
+from webapp.errors import UserError
 from webapp.extensions import db
+from webapp.settings import SiteSettings
 
 
-class AdminError(Exception):
-    """A problem the user can fix; its text is shown as is."""
+class AdminError(UserError):
+    """An administration change that would break the site, said so the admin can choose otherwise."""
 
 
 def list_users() -> list[User]:
@@ -26,8 +28,13 @@ def set_active(actor: User, user: User, active: bool) -> None:
     if not active and user.is_admin and not _other_active_admins(user):
         raise AdminError("The last active system administrator cannot be disabled.")
     if user.active and not active:
-        user.auth_version += 1  # signs them out everywhere
+        sessions.end_all(user)  # signed out everywhere, at once
     user.active = active
+
+
+def end_sessions(user: User) -> int:
+    """An admin's "End sessions": every browser the person is signed in on is signed out."""
+    return sessions.end_all(user)
 
 
 def set_admin(actor: User, user: User, is_admin: bool) -> None:

@@ -1,4 +1,5 @@
+"""Mail accounts, fetching and the archive a space's Mail tab reads. Its routes are loaded by create_app (webapp/__init__.py), so importing a model
+or a service from here never runs the views."""
 from flask import Blueprint
 
 bp = Blueprint("archive", __name__)
-from webapp.archive import read_routes, routes  # noqa: E402,F401

@@ -7,12 +7,13 @@ from flask import current_app
 from sqlalchemy import insert, or_, select, update
 
 from webapp.archive import ingest
-from webapp.archive.connect import MailboxError, resolve_allowed
 from webapp.archive.mailbox import open_session
-from webapp.archive.models import FetchRun, MailAccount, SeenMessage
-from webapp.archive.services import archiving_enabled, mailbox_settings
+from webapp.archive.models import (
+    RUN_DONE, RUN_FAILED, RUN_RUNNING, RUN_SKIPPED, FetchRun, MailAccount, SeenMessage,
+)
+from webapp.archive.services import archiving_enabled
 from webapp.extensions import db
-from webapp.settings import SiteSettings
+from webapp.mailnet import MailboxError
 from webapp.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -48,27 +49,27 @@ def fetch(run: FetchRun) -> None:
     account = run.account
     owner = uuid.uuid4().hex
     if not archiving_enabled() or not account.enabled:
-        _finish(run, "skipped", None, "Mail archiving or this account is switched off.")
+        _finish(run, RUN_SKIPPED, None, "Mail archiving or this account is switched off.")
         return
     if not take_lease(account.id, owner):
-        _finish(run, "skipped", None, "Another fetch of this account was running.")
+        _finish(run, RUN_SKIPPED, None, "Another fetch of this account was running.")
         return
-    run.state, run.started_at = "running", utcnow()
+    run.state, run.started_at = RUN_RUNNING, utcnow()
     db.session.commit()
     try:
         _fetch_all(run, account, owner)
     except MailboxError as exc:
         db.session.rollback()
         account.consecutive_failures += 1
-        _finish(run, "failed", exc.kind, exc.message)
+        _finish(run, RUN_FAILED, exc.kind, exc.message)
     except Exception:
         db.session.rollback()
         log.exception("fetch of mail account %s failed", account.id)
         account.consecutive_failures += 1
-        _finish(run, "failed", "internal", "The fetch failed unexpectedly; the worker log has the details.")
+        _finish(run, RUN_FAILED, "internal", "The fetch failed unexpectedly; the worker log has the details.")
     else:
         account.consecutive_failures = 0
-        _finish(run, "done", None, None)
+        _finish(run, RUN_DONE, None, None)
     finally:
         release_lease(account.id, owner)
 
@@ -91,11 +92,10 @@ def _batches(items, count: int, max_bytes: int):
 
 
 def _fetch_all(run: FetchRun, account: MailAccount, owner: str) -> None:
-    settings = mailbox_settings(account)
-    address = resolve_allowed(settings.host, settings.port, SiteSettings.get().mail_host_allowlist)
+    settings = account.mailbox_settings()
     config = current_app.config
     while True:  # one pass per session; POP3 ends its session at every batch's QUIT
-        session = open_session(settings, address)
+        session = open_session(settings)
         try:
             items = session.list_messages()
             if session.settings.is_imap:

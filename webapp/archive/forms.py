@@ -1,8 +1,6 @@
 """The mail account form and the system admin's mail archiving settings."""
 import ipaddress
-import re
 
-from cryptography import x509
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField, IntegerField, MultipleFileField, PasswordField, SelectField, StringField, SubmitField, TextAreaField,
@@ -12,35 +10,8 @@ from wtforms.validators import InputRequired, Length, NumberRange, Optional, Val
 
 from webapp.archive.models import PROTOCOLS
 from webapp.archive.services import AccountData
-from webapp.formtools import no_control_chars, strip
-
-_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*\.?$")
-
-
-
-def hostname(form, field):
-    value = field.data or ""
-    try:
-        ipaddress.ip_address(value)
-        return
-    except ValueError:
-        pass
-    if not _HOST.match(value):
-        raise ValidationError("Enter a host name such as mail.example.org, or an IP address.")
-
-
-def no_line_breaks(form, field):
-    if field.data and any(c in field.data for c in "\r\n\x00"):
-        raise ValidationError("Line breaks and NUL characters are not allowed here.")
-
-
-def pem_certificates(form, field):
-    if not field.data:
-        return
-    try:
-        x509.load_pem_x509_certificates(field.data.encode())
-    except ValueError:
-        raise ValidationError("Paste the CA certificate in PEM form (-----BEGIN CERTIFICATE----- …).") from None
+from webapp.formtools import HOST_RE, hostname, no_control_chars, no_line_breaks, pem_certificates, strip
+from webapp.mailnet import ConnectionData
 
 
 class AccountForm(FlaskForm):
@@ -65,14 +36,16 @@ class AccountForm(FlaskForm):
     keep_on_server = BooleanField("Leave messages on the server and remember what was fetched")
     submit = SubmitField("Create")
 
-    def data_object(self) -> AccountData:
-        return AccountData(
-            name=self.name.data, description=self.description.data or "", protocol=self.protocol.data,
-            host=self.host.data, port=self.port.data, username=self.username.data,
+    def connection_data(self) -> ConnectionData:
+        return ConnectionData(
+            protocol=self.protocol.data, host=self.host.data, port=self.port.data, username=self.username.data,
             password=self.password.data or "", require_starttls=self.require_starttls.data,
             folder=self.folder.data or "INBOX", trusted_ca_pem=self.trusted_ca_pem.data or "",
-            keep_on_server=self.keep_on_server.data,
         )
+
+    def data_object(self) -> AccountData:
+        return AccountData(**vars(self.connection_data()), name=self.name.data,
+                           description=self.description.data or "", keep_on_server=self.keep_on_server.data)
 
 
 class MailArchivingSettingsForm(FlaskForm):
@@ -92,7 +65,7 @@ class MailArchivingSettingsForm(FlaskForm):
             try:
                 ipaddress.ip_network(entry, strict=False)
             except ValueError:
-                if not _HOST.match(entry):
+                if not HOST_RE.match(entry):
                     raise ValidationError(f"“{entry[:60]}” is neither a network nor a host name.") from None
 
 

@@ -9,16 +9,17 @@ from sqlalchemy import select
 
 from webapp.archive import ingest
 from webapp.archive.models import ArchiveImport
+from webapp.errors import UserError
 from webapp.extensions import db
-from webapp.jobs import JobRun, start_job
+from webapp.jobs import IMPORT_ARCHIVE, JobRun, start_job
 
 BATCH = 500  # messages a commit, as fetching does
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _QUOTED_FROM = re.compile(rb"^>+From ")
 
 
-class ImportError_(Exception):
-    """A problem the user can fix; its text is shown as is."""
+class UploadError(UserError):
+    """An upload that cannot be imported, said in words the uploader can act on."""
 
 
 def upload_dir() -> Path:
@@ -29,12 +30,10 @@ def upload_dir() -> Path:
 
 def start_import(space, files, user) -> JobRun:
     """Save the uploads and queue one import job for them; the caller commits."""
-    from workers.fetch import import_archive
-
     files = [f for f in files if f and f.filename]
     if not files:
-        raise ImportError_("Choose an mbox file or one or more .eml files.")
-    run = start_job("import", import_archive, user=user)
+        raise UploadError("Choose an mbox file or one or more .eml files.")
+    run = start_job("import", IMPORT_ARCHIVE, user=user)
     for upload in files:
         path = upload_dir() / f"{uuid.uuid4().hex}.upload"
         upload.save(path)

@@ -1,4 +1,5 @@
 """POP3 and IMAP sessions: connect (verified TLS), list, download, delete. One interface for both."""
+import base64
 import contextlib
 import imaplib
 import poplib
@@ -8,9 +9,9 @@ import ssl
 import time
 from dataclasses import dataclass, field
 
-from webapp.archive.connect import (
-    MailboxError, MailboxSettings, check_fields, connect_socket, imap_utf7, peek_certificate, timed_out,
-    tls_context, untrusted_certificate,
+from webapp.mailnet import (
+    MailboxError, MailboxSettings, checked_address, check_fields, connect_socket, describe_untrusted,
+    peek_certificate, timed_out, tls_context,
 )
 
 MAX_LINE = 64 * 1024 * 1024  # a single line of a message may be long (base64 without wraps, HTML)
@@ -39,7 +40,8 @@ def translate_errors(settings: MailboxSettings, address: str):
     except MailboxError:
         raise
     except ssl.SSLCertVerificationError as exc:
-        raise untrusted_certificate(exc, lambda: _peek(settings, address)) from None
+        raise MailboxError("certificate_untrusted", describe_untrusted(exc, lambda: _peek(settings, address)) +
+                           " If this server uses its own CA, add that CA certificate (PEM) to the account.") from None
     except ssl.SSLError:
         raise MailboxError("tls_failed", "TLS could not be negotiated. The port may expect plain text "
                                          "(choose POP or IMAP with STARTTLS) or the server's TLS is outdated.") from None
@@ -107,9 +109,11 @@ def uid_set(uids) -> str:
     return ",".join(parts)
 
 
-def open_session(settings: MailboxSettings, address: str):
-    """A signed-in session on the checked address, over TLS when the account says so."""
+def open_session(settings: MailboxSettings):
+    """A signed-in session, over TLS when the settings say so, to the address the host policy checked (the one
+    place mailbox connections resolve a name, so no caller can reach a host the policy forbids)."""
     check_fields(settings)
+    address = checked_address(settings.host, settings.port)
     cls = IMAPSession if settings.is_imap else POP3Session
     return cls(settings, address)
 
@@ -366,10 +370,30 @@ class IMAPSession:
         self.open = False
 
 
-def probe(settings: MailboxSettings, address: str) -> SessionInfo:
+def probe(settings: MailboxSettings) -> SessionInfo:
     """Test Connection: sign in, open the folder, count; change nothing."""
-    session = open_session(settings, address)
+    session = open_session(settings)
     try:
         return session.info
     finally:
         session.close()
+
+
+def imap_utf7(folder: str) -> str:
+    """RFC 3501 modified UTF-7, so folders like 'Archiv/Über' can be selected."""
+    out, pending = [], []
+
+    def flush():
+        if pending:
+            encoded = base64.b64encode("".join(pending).encode("utf-16-be")).decode().rstrip("=")
+            out.append("&" + encoded.replace("/", ",") + "-")
+            pending.clear()
+
+    for ch in folder:
+        if 0x20 <= ord(ch) <= 0x7E:
+            flush()
+            out.append("&-" if ch == "&" else ch)
+        else:
+            pending.append(ch)
+    flush()
+    return "".join(out)

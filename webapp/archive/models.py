@@ -5,14 +5,19 @@ from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, LargeBina
 from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
 from webapp.extensions import db
+from webapp.mailnet import MailConnection
 from webapp.timeutil import UTCDateTime, utcnow
 
 POP, IMAP, POPS, IMAPS = "pop", "imap", "pops", "imaps"
 PROTOCOLS = {POP: "POP", IMAP: "IMAP", POPS: "POPS (POP over TLS)", IMAPS: "IMAPS (IMAP over TLS)"}
 DEFAULT_PORTS = {POP: 110, IMAP: 143, POPS: 995, IMAPS: 993}
+# FetchRun states: queued -> running -> done | failed | skipped.
+RUN_QUEUED, RUN_RUNNING, RUN_DONE, RUN_FAILED, RUN_SKIPPED = "queued", "running", "done", "failed", "skipped"
+RUN_ACTIVE = (RUN_QUEUED, RUN_RUNNING)
+RUN_FINISHED = (RUN_DONE, RUN_FAILED, RUN_SKIPPED)
 
 
-class MailAccount(db.Model):
+class MailAccount(MailConnection, db.Model):
     __tablename__ = "mail_accounts"
     __table_args__ = (
         UniqueConstraint("space_id", "name", name="uq_mail_accounts_space_name"),
@@ -23,14 +28,7 @@ class MailAccount(db.Model):
     space_id: Mapped[int] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(db.String(100))
     description: Mapped[str] = mapped_column(db.Text, default="")
-    protocol: Mapped[str] = mapped_column(db.String(8))
-    host: Mapped[str] = mapped_column(db.String(253))
-    port: Mapped[int] = mapped_column()
-    username: Mapped[str] = mapped_column(db.String(254))
     password_encrypted: Mapped[str] = mapped_column(db.Text)
-    require_starttls: Mapped[bool] = mapped_column(default=True)
-    folder: Mapped[str] = mapped_column(db.String(200), default="INBOX")
-    trusted_ca_pem: Mapped[str | None] = mapped_column(db.Text)
     enabled: Mapped[bool] = mapped_column(default=True)
     keep_on_server: Mapped[bool] = mapped_column(default=False)
     imap_uidvalidity: Mapped[int | None] = mapped_column(BigInteger)
@@ -58,7 +56,7 @@ class FetchRun(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("mail_accounts.id", ondelete="CASCADE"))
     trigger: Mapped[str] = mapped_column(db.String(16), default="manual")
-    state: Mapped[str] = mapped_column(db.String(16), default="queued")  # queued running done failed
+    state: Mapped[str] = mapped_column(db.String(16), default=RUN_QUEUED)
     total: Mapped[int | None] = mapped_column()
     fetched: Mapped[int] = mapped_column(default=0)
     duplicates: Mapped[int] = mapped_column(default=0)
@@ -75,7 +73,7 @@ class FetchRun(db.Model):
 
     @property
     def finished(self) -> bool:
-        return self.state in ("done", "failed")
+        return self.state in RUN_FINISHED
 
 
 class SeenMessage(db.Model):

@@ -11,16 +11,17 @@ from markupsafe import Markup
 from sqlalchemy import select
 
 from webapp.archive import bp, display, importing, reading, services, trash
-from webapp.archive.models import ArchiveImport, Message, MessageRaw, Thread
+from webapp.archive.models import RUN_ACTIVE, ArchiveImport, Message, MessageRaw, Thread
 from webapp.archive.routes import archive_space
 from webapp.archive.sanitize import sanitize
 from webapp.extensions import db
 from webapp.archive.forms import ImportForm
 from webapp.htmx import is_htmx, page_or_partial, partial
 from webapp.jobs import JobRun
+from webapp.params import arg_int
 from webapp.spaces.access import can
 from webapp.spaces.models import ADMIN, VIEW
-from webapp.timeutil import reader_zone
+from webapp.settings import reader_zone
 
 INLINE_IMAGES = ("image/png", "image/gif", "image/jpeg", "image/webp")
 SANDBOX_CSP = "sandbox; default-src 'none'"
@@ -71,7 +72,7 @@ def mail(key):
     runs = services.latest_runs(accounts)
     return _private(Response(render_template(
         "archive/mail.html", space=space, filters=filters, view=view, results=results, is_admin=is_admin,
-        accounts=accounts, runs=runs, running=any(r.state in services.ACTIVE for r in runs.values()),
+        accounts=accounts, runs=runs, running=any(r.state in RUN_ACTIVE for r in runs.values()),
         count=services.message_count(space, stamp))))
 
 
@@ -223,7 +224,7 @@ def thread(key, thread_id):
 def export_mbox(key):
     """The whole archive, a month (?month=2026-01) or a thread (?thread=ID), streamed as mbox."""
     space = archive_space(key, VIEW)
-    thread_id = request.args.get("thread", type=int)
+    thread_id = arg_int("thread", None)
     if thread_id is not None:
         found = db.session.get(Thread, thread_id)
         if found is None or found.space_id != space.id:
@@ -302,7 +303,7 @@ def import_mail(key):
         try:
             run = importing.start_import(space, form.files.data, current_user)
             db.session.commit()
-        except importing.ImportError_ as exc:
+        except importing.UploadError as exc:
             db.session.rollback()
             error = str(exc)
     elif form.is_submitted():

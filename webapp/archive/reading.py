@@ -8,6 +8,7 @@ from sqlalchemy import and_, or_, select, tuple_
 from webapp.archive import search
 from webapp.archive.models import Message, MessageRaw, Thread
 from webapp.extensions import db
+from webapp.params import MAX_ID
 
 PAGE = 50
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
@@ -28,7 +29,7 @@ class Filters:
 
 def month_bounds(month: str) -> tuple[datetime, datetime] | None:
     m = _MONTH.match(month or "")
-    if not m or not 1 <= int(m.group(2)) <= 12:
+    if not m or not 1 <= int(m.group(2)) <= 12 or not 1 <= int(m.group(1)) <= 9998:
         return None
     year, mon = int(m.group(1)), int(m.group(2))
     start = datetime(year, mon, 1, tzinfo=timezone.utc)
@@ -43,9 +44,10 @@ def encode_cursor(date: datetime, item_id: int) -> str:
 def decode_cursor(value: str | None) -> tuple[datetime, int] | None:
     try:
         stamp, item_id = (value or "").split("-")
-        return datetime.strptime(stamp, "%Y%m%dT%H%M%S%f").replace(tzinfo=timezone.utc), int(item_id)
+        found = datetime.strptime(stamp, "%Y%m%dT%H%M%S%f").replace(tzinfo=timezone.utc), int(item_id)
     except ValueError:
         return None
+    return found if 0 <= found[1] <= MAX_ID else None
 
 
 def _message_filters(query, space_id: int, filters: Filters):

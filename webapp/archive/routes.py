@@ -4,12 +4,12 @@ from flask_login import current_user, login_required
 
 from webapp.archive import bp, services
 from webapp.archive.forms import AccountForm
-from webapp.archive.models import DEFAULT_PORTS, MailAccount
+from webapp.archive.models import DEFAULT_PORTS, RUN_ACTIVE, MailAccount
 from webapp.extensions import db, limiter
-from webapp.htmx import is_htmx, page_or_partial, partial
+from webapp.htmx import page_or_partial, partial, switch_response, wanted_on
 from webapp.jobs import JobRun
-from webapp.spaces.access import can, space_for
-from webapp.spaces.models import ADMIN, VIEW
+from webapp.spaces.access import space_for
+from webapp.spaces.models import ADMIN
 
 
 def archive_space(key: str, role: str):
@@ -107,12 +107,10 @@ def remove_account(key, account_id):
 def toggle_account(key, account_id):
     space = archive_space(key, ADMIN)
     account = _account(space, account_id)
-    services.set_enabled(account, request.form.get("value") == "on")
+    services.set_enabled(account, wanted_on())
     db.session.commit()
-    if not is_htmx():
-        return redirect(url_for("archive.accounts", key=space.key))
-    return partial("archive/_account_row.html", a=account, run=services.latest_runs([account]).get(account.id),
-                   space=space)
+    return switch_response(url_for("archive.accounts", key=space.key), "archive/_account_row.html", a=account,
+                           run=services.latest_runs([account]).get(account.id), space=space)
 
 
 @bp.route("/spaces/<key>/mail-accounts/protocol-fields")
@@ -130,7 +128,7 @@ def protocol_fields(key):
 
 
 def _user_key() -> str:
-    return f"user:{current_user.get_id()}"
+    return f"user:{current_user.id}"
 
 
 @bp.route("/spaces/<key>/mail-accounts/test", methods=["POST"])
@@ -172,7 +170,7 @@ def test_status(key, run_id):
 def _fetch_status(space):
     accounts = [a for a in services.accounts_of(space) if a.enabled]
     runs = services.latest_runs(accounts)
-    running = any(run.state in services.ACTIVE for run in runs.values())
+    running = any(run.state in RUN_ACTIVE for run in runs.values())
     return page_or_partial("archive/fetch_page.html", "archive/_fetch_status.html", space=space, accounts=accounts,
                            runs=runs, running=running, count=services.message_count(space))
 

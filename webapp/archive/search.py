@@ -17,7 +17,7 @@ _TOKEN = re.compile(r'"([^"]*)"|(\S+)')
 _WORD = re.compile(r"\w+", re.UNICODE)
 START, STOP = "\x02", "\x03"
 NEWEST_WINDOWS = (1_000, 10_000)  # newest messages of a space searched first, for newest-first results
-FEW_MATCHES = 2_000  # fewer matches than this are sorted by date directly (~1.5 µs a match)
+FEW_MATCHES = 2_000  # fewer matches than this are sorted by date directly (cheaper than the windows)
 RANKED_AMONG = 500  # "Best match" ranks the most recently archived this many matches (SQLite)
 
 SQLITE_DDL = [
@@ -168,8 +168,8 @@ _MATCHES = ("SELECT m.id FROM search_messages JOIN archive_messages m ON m.id = 
 
 
 def _newest_sqlite(params: dict, before) -> list[int]:
-    """The newest matches. Sorting every match by date costs ~1 µs a match (a common word at 200,000 messages:
-    200 ms), so look among the space's newest 1,000, then 10,000 messages first: when that window holds a
+    """The newest matches. Sorting every match by date grows with the matches (a common word: all of the
+    archive), so look among the space's newest 1,000, then 10,000 messages first: when that window holds a
     page of matches, they are exactly the newest (everything outside is older). Message ids grow with arrival,
     so the window's id range keeps FTS5's scan short; mail imported out of date order only widens it."""
     keyset = _keyset(before, params)
@@ -196,8 +196,8 @@ def _newest_sqlite(params: dict, before) -> list[int]:
 
 def _best_sqlite(params: dict, terms: list[Term]) -> list[int]:
     """Best first by bm25 (subject counts 5×, sender 3×), among the most recently archived RANKED_AMONG matches:
-    ranking every match of a common word costs ~2 µs a match. Exact up to that many. A phrase is scored by its
-    words: bm25 of a phrase first counts every row holding it (120 ms for a common one at 100,000 messages)."""
+    ranking every match of a common word grows with the archive. Exact up to that many. A phrase is scored by
+    its words: bm25 of a phrase first counts every row holding it (docs/benchmarks.md, B4)."""
     candidates = _column(
         "SELECT m.id FROM (SELECT rowid AS id FROM search_messages WHERE search_messages MATCH :q "
         "ORDER BY rowid DESC LIMIT :among) f JOIN archive_messages m ON m.id = f.id "
@@ -216,8 +216,8 @@ def _best_sqlite(params: dict, terms: list[Term]) -> list[int]:
 
 
 def _all(sql: str, params: dict) -> list[tuple]:
-    """Rows of one statement on the session's own sqlite3 connection, in its transaction. Through text() a
-    statement cost ~70 µs more than SQLite's own work: most of a rare word's search, which takes three."""
+    """Rows of one statement on the session's own sqlite3 connection, in its transaction: through text() each
+    statement's overhead was most of a rare word's search (docs/benchmarks.md, B4)."""
     return db.session.connection().connection.driver_connection.execute(sql, params).fetchall()
 
 

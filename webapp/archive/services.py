@@ -1,43 +1,41 @@
 """Mail accounts: create, edit, remove, enable; Test Connection; queueing fetches. Called by routes and workers."""
-from dataclasses import asdict, dataclass
+import logging
+from dataclasses import dataclass, fields
 from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import func, select
 
-from webapp.archive.connect import MailboxSettings
-from webapp.archive.models import DEFAULT_PORTS, ConnectionTest, FetchRun, MailAccount, Message
+from webapp.archive.models import (
+    DEFAULT_PORTS, RUN_ACTIVE, RUN_FAILED, RUN_QUEUED, RUN_RUNNING, ConnectionTest, FetchRun, MailAccount, Message,
+)
+from webapp.errors import UserError
 from webapp.extensions import db
-from webapp.jobs import JobRun, enqueue_after_commit, start_job
+from webapp.jobs import FETCH_ACCOUNT, TEST_CONNECTION, JobRun, enqueue_after_commit, start_job
+from webapp.archive.mailbox import probe
+from webapp.mailnet import ConnectionData, Endpoint, MailboxError, settings_for
 from webapp.security import secret_box
 from webapp.settings import SiteSettings
 from webapp.spaces.models import SITE, Space
 from webapp.timeutil import utcnow
 
-ACTIVE = ("queued", "running")
 FAILURE_WARNING_AFTER = 3
+log = logging.getLogger(__name__)
 
 
-class ArchiveError(Exception):
-    """A problem the user can fix; its text is shown as is."""
+class ArchiveError(UserError):
+    """A mail account or archive problem the user can fix."""
 
 
 @dataclass
-class AccountData:
-    name: str
-    description: str
-    protocol: str
-    host: str
-    port: int
-    username: str
-    password: str  # "" on edit means "keep the stored one"
-    require_starttls: bool
-    folder: str
-    trusted_ca_pem: str
-    keep_on_server: bool
+class AccountData(ConnectionData):
+    name: str = ""
+    description: str = ""
+    keep_on_server: bool = False
 
-    def connection_fields(self) -> tuple:
-        return (self.protocol, self.host.lower(), self.port, self.username)
+    def connection(self) -> dict:
+        """The connection fields alone, as a Test Connection stores them (without the password)."""
+        return {f.name: getattr(self, f.name) for f in fields(ConnectionData) if f.name != "password"}
 
 
 def archiving_enabled() -> bool:
@@ -71,21 +69,22 @@ def _name_taken(space: Space, name: str, except_id: int | None = None) -> bool:
 
 def _apply(account: MailAccount, data: AccountData) -> None:
     account.name, account.description = data.name, data.description
-    account.protocol, account.host, account.port = data.protocol, data.host.lower(), data.port
-    account.username, account.folder = data.username, data.folder or "INBOX"
-    account.require_starttls = data.require_starttls if data.protocol in ("pop", "imap") else False
-    account.trusted_ca_pem = data.trusted_ca_pem or None
     account.keep_on_server = data.keep_on_server
-    if data.password:
-        account.password_encrypted = secret_box().encrypt(data.password)
+    account.apply_connection(data)
+
+
+def check_secret(stored: Endpoint | None, data: AccountData, has_stored_secret: bool) -> None:
+    """The password must be typed again for any endpoint it was not entered for (the one rule, mailnet)."""
+    problem = data.secret_problem(stored, has_stored_secret)
+    if problem:
+        raise ArchiveError(problem)
 
 
 def create_account(space: Space, data: AccountData) -> MailAccount:
     require_site_space(space)
     if _name_taken(space, data.name):
         raise ArchiveError("This space already has a mail account with that name.")
-    if not data.password:
-        raise ArchiveError("Enter the mailbox password.")
+    check_secret(None, data, False)
     account = MailAccount(space_id=space.id)
     _apply(account, data)
     db.session.add(account)
@@ -97,10 +96,8 @@ def update_account(account: MailAccount, data: AccountData) -> None:
     space = db.session.get(Space, account.space_id)
     if _name_taken(space, data.name, account.id):
         raise ArchiveError("This space already has a mail account with that name.")
-    changed = data.connection_fields() != (account.protocol, account.host, account.port, account.username)
-    if changed and not data.password:
-        raise ArchiveError("You changed where or as whom to sign in: enter the password again.")
-    if changed:
+    check_secret(account.endpoint, data, bool(account.password_encrypted))
+    if account.endpoint != data.endpoint:
         account.imap_uidvalidity = None
     _apply(account, data)
 
@@ -114,29 +111,14 @@ def set_enabled(account: MailAccount, enabled: bool) -> None:
     account.enabled = enabled
 
 
-def mailbox_settings(account: MailAccount) -> MailboxSettings:
-    return MailboxSettings(
-        protocol=account.protocol, host=account.host, port=account.port, username=account.username,
-        password=secret_box().decrypt(account.password_encrypted), require_starttls=account.require_starttls,
-        folder=account.folder, trusted_ca_pem=account.trusted_ca_pem,
-        timeout=current_app.config["MAIL_TIMEOUT_SECONDS"],
-    )
-
-
 def start_connection_test(space: Space, data: AccountData, user, account: MailAccount | None = None) -> JobRun:
     """Queue a test of the form's values without saving them; the password goes encrypted, never as an argument."""
     require_site_space(space)
-    password = data.password
-    if not password and account is not None:
-        if data.connection_fields() != (account.protocol, account.host, account.port, account.username):
-            raise ArchiveError("You changed where or as whom to sign in: enter the password again.")
-        password = secret_box().decrypt(account.password_encrypted)
-    if not password:
-        raise ArchiveError("Enter the mailbox password to test the connection.")
-    from workers.fetch import test_connection
-
-    run = start_job("connection-test", test_connection, user=user)
-    settings = {k: v for k, v in asdict(data).items() if k not in ("password", "trusted_ca_pem")}
+    stored = account.endpoint if account is not None else None
+    check_secret(stored, data, account is not None and bool(account.password_encrypted))
+    password = data.password or secret_box().decrypt(account.password_encrypted)
+    run = start_job("connection-test", TEST_CONNECTION, user=user)
+    settings = {k: v for k, v in data.connection().items() if k != "trusted_ca_pem"}
     db.session.add(ConnectionTest(job_run_id=run.id, space_id=space.id, settings=settings,
                                   password_encrypted=secret_box().encrypt(password),
                                   trusted_ca_pem=data.trusted_ca_pem or None))
@@ -147,18 +129,36 @@ def connection_test_for(run: JobRun) -> ConnectionTest | None:
     return db.session.scalar(select(ConnectionTest).where(ConnectionTest.job_run_id == run.id))
 
 
+def run_connection_test(run: JobRun) -> None:
+    """Sign in with the form's values and keep what the server offered, or the one cause of failure; the form's
+    password is wiped whatever happens."""
+    test = connection_test_for(run)
+    values = ConnectionData.from_stored(test.settings, test.trusted_ca_pem)
+    try:
+        info = probe(settings_for(values, secret_box().decrypt(test.password_encrypted), timeout=15))
+        test.result = {"ok": True, "tls_version": info.tls_version,
+                       "capabilities": info.capabilities[:40], "message_count": info.message_count}
+    except MailboxError as exc:
+        test.result = {"ok": False, "kind": exc.kind, "message": exc.message}
+    except Exception:
+        log.exception("connection test %s failed", run.id)
+        test.result = {"ok": False, "kind": "internal",
+                       "message": "The test failed unexpectedly; the worker log has the details."}
+    finally:
+        test.password_encrypted = None
+    run.done_count = run.total = 1
+
+
 def queue_account_fetch(account: MailAccount, trigger: str) -> FetchRun:
     """A fetch of `account`, or the one already queued or running: never two at once."""
-    active = db.session.scalar(select(FetchRun).where(FetchRun.account_id == account.id, FetchRun.state.in_(ACTIVE))
+    active = db.session.scalar(select(FetchRun).where(FetchRun.account_id == account.id, FetchRun.state.in_(RUN_ACTIVE))
                                .order_by(FetchRun.id.desc()).limit(1))
     if active is not None:
         return active
     run = FetchRun(account_id=account.id, trigger=trigger)
     db.session.add(run)
     db.session.flush()
-    from workers.fetch import fetch_account
-
-    enqueue_after_commit(fetch_account, run.id, job_id=f"fetch-run-{run.id}",
+    enqueue_after_commit(FETCH_ACCOUNT, run.id, job_id=f"fetch-run-{run.id}",
                          job_timeout=current_app.config["FETCH_JOB_TIMEOUT"])
     return run
 
@@ -185,12 +185,12 @@ def settle_abandoned_runs() -> None:
     """Runs whose worker died (its lease ran out) are marked failed so the next fetch can start."""
     now = utcnow()
     lease = timedelta(seconds=current_app.config["FETCH_LEASE_SECONDS"])
-    for run in db.session.scalars(select(FetchRun).where(FetchRun.state.in_(ACTIVE))):
+    for run in db.session.scalars(select(FetchRun).where(FetchRun.state.in_(RUN_ACTIVE))):
         account = run.account
         held = account.lease_until is not None and account.lease_until > now
-        stale_queue = run.state == "queued" and run.created_at < now - 2 * lease - timedelta(minutes=10)
-        if (run.state == "running" and not held) or stale_queue:
-            run.state, run.finished_at = "failed", now
+        stale_queue = run.state == RUN_QUEUED and run.created_at < now - 2 * lease - timedelta(minutes=10)
+        if (run.state == RUN_RUNNING and not held) or stale_queue:
+            run.state, run.finished_at = RUN_FAILED, now
             run.error_class = "abandoned"
             run.error_message = "The fetch stopped before it finished (a worker stopped); the next fetch resumes it."
 
@@ -220,8 +220,8 @@ def archive_stamp() -> tuple:
 
 
 def message_count(space: Space, stamp: tuple | None = None) -> int:
-    """Messages in the space's archive (the trash not counted). Counting costs ~60 ns a message (12 ms at
-    200,000), so the count is kept per process until the archive's stamp changes."""
+    """Messages in the space's archive (the trash not counted). Counting grows with the archive (docs/benchmarks.md,
+    B5), so the count is kept per process until the archive's stamp changes."""
     stamp = stamp or archive_stamp()
     key = (space.id, space.created_at)
     cached = _COUNTS.get(key)

@@ -1,4 +1,5 @@
+"""People signing in: accounts, sessions, throttling, profile. Its routes are loaded by create_app (webapp/__init__.py), so importing a model
+or a service from here never runs the views."""
 from flask import Blueprint
 
 bp = Blueprint("auth", __name__)
-from webapp.auth import routes  # noqa: E402,F401

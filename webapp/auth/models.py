@@ -3,6 +3,7 @@ from datetime import datetime
 
 from flask import current_app
 from flask_login import UserMixin
+from sqlalchemy import ForeignKey
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -22,7 +23,7 @@ class User(UserMixin, db.Model):
     active: Mapped[bool] = mapped_column(default=True)
     can_create_spaces: Mapped[bool] = mapped_column(default=False)
     time_zone: Mapped[str] = mapped_column(db.String(64), default="")  # "" follows the site's
-    # Bumped on password change or disable: the id in every other session stops matching.
+    # No longer read: sessions are rows (UserSession) since migration 0009; kept so old databases need no rewrite.
     auth_version: Mapped[int] = mapped_column(default=1)
     # Email preferences (Profile › Notifications).
     notify_own_actions: Mapped[bool] = mapped_column(default=False)
@@ -40,8 +41,11 @@ class User(UserMixin, db.Model):
     def may_create_spaces(self) -> bool:
         return self.is_admin or self.can_create_spaces
 
+    session_key = None  # the secret of the session this request runs in (set by webapp.auth.sessions)
+
     def get_id(self) -> str:
-        return f"{self.id}.{self.auth_version}"
+        """What Flask-Login keeps in the session and remember cookies: the user and their session's secret."""
+        return f"{self.id}.{self.session_key or ''}"
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password, method=current_app.config["PASSWORD_HASH_METHOD"])
@@ -51,3 +55,20 @@ class User(UserMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<User {self.username}>"
+
+
+class UserSession(db.Model):
+    """One sign-in, held on the server: its id is in the session and remember cookies, and deleting the row signs
+    that browser out (a copied cookie is worth nothing after sign-out, a password change or an admin's word)."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # Only a hash of the cookie's secret is kept, so a copy of the database signs nobody in.
+    key_hash: Mapped[str] = mapped_column(db.String(64), unique=True)
+    remember: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    user_agent: Mapped[str] = mapped_column(db.String(300), default="")
+    address: Mapped[str] = mapped_column(db.String(64), default="")

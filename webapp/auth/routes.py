@@ -1,12 +1,32 @@
-"""Sign in and out, first-run setup, profile."""
-from flask import abort, flash, redirect, render_template, request, url_for
+"""Sign in and out, first-run setup, profile, and the sessions a person has open."""
+from flask import abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
+from sqlalchemy import select
 
-from webapp.auth import bp
-from webapp.auth import services
+from webapp.auth import bp, services, sessions
 from webapp.auth.forms import ChangePasswordForm, LoginForm, ProfileForm, SetupForm
+from webapp.auth.models import UserSession
+from webapp.auth.throttle import Throttle, refusal
 from webapp.extensions import db
+from webapp.htmx import is_htmx, partial
 from webapp.security import safe_next
+
+
+def sign_in(user, remember: bool = False) -> None:
+    """A fresh session for `user`: a new server-side row, a new cookie and a new CSRF token (no fixation)."""
+    session.clear()
+    sessions.start(user, remember)
+    db.session.commit()
+    login_user(user, remember=remember)
+
+
+def sign_out() -> None:
+    row = sessions.current()
+    if row is not None:
+        sessions.end(row)
+        db.session.commit()
+    session.clear()
+    logout_user()  # after the clear: it leaves the note that deletes the remember cookie
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -14,20 +34,28 @@ def login():
     if current_user.is_authenticated:
         return redirect(url_for("spaces.directory"))
     form = LoginForm()
+    status = 200
     if form.validate_on_submit():
-        user = services.authenticate(form.login.data, form.password.data)
-        if user is None:
-            form.password.errors.append("Wrong username or password, or the account is disabled.")
+        throttle = Throttle("login", form.login.data)
+        wait = throttle.wait_seconds()
+        if wait:
+            form.password.errors.append(refusal(wait))
+            status = 429
         else:
-            db.session.commit()
-            login_user(user, remember=form.remember.data)
-            return redirect(safe_next(request.args.get("next"), url_for("spaces.directory")))
-    return render_template("auth/login.html", form=form, first_run=services.user_count() == 0)
+            user = services.authenticate(form.login.data, form.password.data)
+            if user is None:
+                throttle.failed()
+                throttle.slow_down()
+                form.password.errors.append("Wrong username or password, or the account is disabled.")
+            else:
+                sign_in(user, remember=form.remember.data)
+                return redirect(safe_next(request.args.get("next"), url_for("spaces.directory")))
+    return render_template("auth/login.html", form=form, first_run=services.user_count() == 0), status
 
 
 @bp.route("/logout", methods=["POST"])
 def logout():
-    logout_user()
+    sign_out()
     flash("You are signed out.", "info")
     return redirect(url_for("auth.login"))
 
@@ -36,7 +64,12 @@ def logout():
 def setup():
     """First run only: the link printed by the run command creates the first system administrator."""
     token = request.args.get("token")
+    throttle = Throttle("setup")
+    wait = throttle.wait_seconds()
+    if wait:
+        abort(429, refusal(wait))
     if not services.setup_token_valid(token):
+        throttle.failed()
         abort(404)
     form = SetupForm()
     if form.validate_on_submit():
@@ -49,7 +82,7 @@ def setup():
             form.username.errors.append(str(exc))
         else:
             db.session.commit()
-            login_user(user)
+            sign_in(user)
             flash("Welcome! You are the system administrator. Create a space to get started.", "success")
             return redirect(url_for("spaces.directory"))
     return render_template("auth/setup.html", form=form, token=token)
@@ -69,7 +102,8 @@ def profile():
             db.session.commit()
             flash("Profile saved.", "success")
             return redirect(url_for("auth.profile"))
-    return render_template("auth/profile.html", form=form, password_form=password_form)
+    return render_template("auth/profile.html", form=form, password_form=password_form,
+                           sessions=sessions.sessions_of(current_user), this=sessions.current())
 
 
 @bp.route("/profile/password", methods=["POST"])
@@ -77,14 +111,60 @@ def profile():
 def change_password():
     form = ProfileForm(formdata=None, obj=current_user)
     password_form = ChangePasswordForm()
+    status = 200
     if password_form.validate_on_submit():
+        throttle = Throttle("password", str(current_user.id))
+        wait = throttle.wait_seconds()
         try:
+            if wait:
+                status = 429
+                raise services.AuthError(refusal(wait))
             services.change_password(current_user, password_form.current.data, password_form.password.data)
         except services.AuthError as exc:
+            if not wait:
+                throttle.failed()
             password_form.current.errors.append(str(exc))
         else:
+            ended = sessions.end_all(current_user, keep=sessions.current())
             db.session.commit()
-            login_user(current_user)  # keep this session; the new auth_version signs out the others
-            flash("Password changed. Other sessions are signed out.", "success")
+            flash("Password changed." + (f" {ended} other session{'s' if ended != 1 else ''} signed out."
+                                         if ended else ""), "success")
             return redirect(url_for("auth.profile"))
-    return render_template("auth/profile.html", form=form, password_form=password_form)
+    return render_template("auth/profile.html", form=form, password_form=password_form,
+                           sessions=sessions.sessions_of(current_user), this=sessions.current()), status
+
+
+@bp.route("/profile/sessions/<int:session_id>/end", methods=["POST"])
+@login_required
+def end_session(session_id):
+    row = db.session.scalar(select(UserSession).where(UserSession.id == session_id,
+                                                      UserSession.user_id == current_user.id))
+    if row is None:
+        abort(404)
+    if row is sessions.current():
+        sign_out()
+        return _to_login("You are signed out.")
+    sessions.end(row)
+    db.session.commit()
+    if is_htmx():
+        return partial("_empty.html")
+    flash("That session is signed out.", "success")
+    return redirect(url_for("auth.profile") + "#sessions")
+
+
+@bp.route("/profile/sessions/end-all", methods=["POST"])
+@login_required
+def end_all_sessions():
+    sessions.end_all(current_user)
+    db.session.commit()
+    session.clear()
+    logout_user()
+    return _to_login("You are signed out everywhere, this browser too.")
+
+
+def _to_login(message: str):
+    flash(message, "info")
+    target = url_for("auth.login")
+    if is_htmx():
+        return "", 204, {"HX-Redirect": target}
+    return redirect(target)

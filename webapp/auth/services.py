@@ -7,12 +7,13 @@ from sqlalchemy import func, or_, select, update
 
 from webapp.settings import SiteSettings
 from webapp.auth.models import User
+from webapp.errors import UserError
 from webapp.extensions import db
 from webapp.timeutil import utcnow
 
 
-class AuthError(Exception):
-    """A problem the user can fix; its text is shown as is."""
+class AuthError(UserError):
+    """A sign-in or profile problem the user can fix."""
 
 
 def user_count() -> int:
@@ -57,7 +58,6 @@ def change_password(user: User, current: str, new: str) -> None:
     if not user.check_password(current):
         raise AuthError("The current password is not right.")
     user.set_password(new)
-    user.auth_version += 1
 
 
 def update_profile(user: User, full_name: str, email: str, time_zone: str = "") -> None:

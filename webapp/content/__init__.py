@@ -1,5 +1,5 @@
+"""Pages, blog posts, versions and comments. Its routes are loaded by create_app (webapp/__init__.py), so importing a model
+or a service from here never runs the views."""
 from flask import Blueprint
 
 bp = Blueprint("content", __name__)
-
-from webapp.content import routes  # noqa: E402,F401

@@ -1,13 +1,14 @@
 """Pages, blog posts, versions, diffs and comments in a space."""
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
 from webapp.content import bp, services
 from webapp.content.forms import CommentForm, PageForm
 from webapp.content.models import BLOG, PAGE, Page
 from webapp.content.render import diff, markdown
+from webapp.params import MAX_ID, arg_int
 from webapp.extensions import db
-from webapp.htmx import is_htmx, partial
+from webapp.htmx import is_htmx, partial, switch_response, wanted_on
 from webapp.spaces.access import can, space_for
 from webapp.spaces.models import ADMIN, EDIT, VIEW
 
@@ -92,11 +93,13 @@ def history(key, page_id):
 def page_diff(key, page_id):
     space = space_for(key, VIEW)
     page = _page(space, page_id)
-    new_number = request.args.get("to", page.version, type=int)
-    old_number = request.args.get("from", new_number - 1, type=int)
+    new_number = arg_int("to", page.version, -MAX_ID, MAX_ID)
+    old_number = arg_int("from", new_number - 1, -MAX_ID, MAX_ID)
+    if not (1 <= old_number <= page.version and 1 <= new_number <= page.version):
+        abort(404, f"This page has versions 1 to {page.version}.")
     old, new = services.version(page, old_number), services.version(page, new_number)
     if old is None or new is None:
-        abort(404)
+        abort(404, f"This page has versions 1 to {page.version}.")
     return render_template("content/diff.html", space=space, page=page, old=old, new=new,
                            lines=diff(f"# {old.title}\n\n{old.body}", f"# {new.title}\n\n{new.body}"))
 
@@ -124,8 +127,7 @@ def comment(key, page_id):
 def set_sensitive(key, page_id):
     space = space_for(key, ADMIN)
     page = _page(space, page_id)
-    page.sensitive = request.form.get("value") == "on"
+    page.sensitive = wanted_on()
     db.session.commit()
-    if not is_htmx():
-        return redirect(url_for("content.page", key=space.key, page_id=page.id))
-    return partial("content/_sensitive.html", space=space, page=page)
+    return switch_response(url_for("content.page", key=space.key, page_id=page.id), "content/_sensitive.html",
+                           space=space, page=page)

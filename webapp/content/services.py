@@ -1,33 +1,30 @@
-"""Pages, blog posts and comments: every change is saved with its version and recorded for the watchers."""
+"""Pages, blog posts and comments: every change is saved with its version and announced (webapp.signals)."""
 from sqlalchemy import func, select
 
 from webapp.content.models import BLOG, PAGE, Comment, Page, PageVersion
+from webapp.errors import UserError
 from webapp.extensions import db
+from webapp.signals import content_changed
 from webapp.spaces.models import Space
 from webapp.timeutil import utcnow
 
 
-class ContentError(Exception):
-    """A problem the user can fix; its text is shown as is."""
+class ContentError(UserError):
+    """A page, post or comment problem the user can fix."""
 
 
 def create_page(space: Space, actor, title: str, body: str, kind: str = PAGE) -> Page:
-    from webapp.notify.events import record, watch_what_i_touch
-
     page = Page(space_id=space.id, kind=kind, title=title, body=body, version=1, created_by_id=actor.id,
                 updated_by_id=actor.id)
     db.session.add(page)
     db.session.flush()
     db.session.add(PageVersion(page_id=page.id, version=1, title=title, body=body, author_id=actor.id))
-    watch_what_i_touch(actor, page)
-    record("created", page, actor, from_version=None, to_version=1)
+    content_changed.send(page, kind="created", actor=actor, from_version=None, to_version=1)
     return page
 
 
 def edit_page(page: Page, actor, title: str, body: str, expected_version: int | None = None) -> bool:
     """Save a new version; False when nothing changed. A stale form (someone saved meanwhile) is refused."""
-    from webapp.notify.events import record, watch_what_i_touch
-
     if expected_version is not None and expected_version != page.version:
         raise ContentError(f"Someone saved version {page.version} while you were editing. Copy your text, "
                            "reload the page and apply your change again.")
@@ -37,18 +34,15 @@ def edit_page(page: Page, actor, title: str, body: str, expected_version: int | 
     page.title, page.body, page.version = title, body, previous + 1
     page.updated_by_id, page.updated_at = actor.id, utcnow()
     db.session.add(PageVersion(page_id=page.id, version=page.version, title=title, body=body, author_id=actor.id))
-    watch_what_i_touch(actor, page)
-    record("edited", page, actor, from_version=previous, to_version=page.version)
+    content_changed.send(page, kind="edited", actor=actor, from_version=previous, to_version=page.version)
     return True
 
 
 def add_comment(page: Page, actor, body: str, via: str = "web") -> Comment:
-    from webapp.notify.events import record
-
     comment = Comment(page_id=page.id, author_id=actor.id, body=body, via=via)
     db.session.add(comment)
     db.session.flush()
-    record("commented", page, actor, comment=comment)
+    content_changed.send(page, kind="commented", actor=actor, comment=comment)
     return comment
 
 

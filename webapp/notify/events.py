@@ -4,9 +4,10 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from webapp.extensions import db
-from webapp.jobs import enqueue_after_commit
+from webapp.jobs import FAN_OUT_DUE, enqueue_after_commit
 from webapp.notify.models import PAGE, ContentEvent, Watch
 from webapp.settings import SiteSettings
+from webapp.signals import access_changed, content_changed
 from webapp.timeutil import utcnow
 
 FAN_OUT = "fan-out"
@@ -33,9 +34,35 @@ def record(kind: str, page, actor, *, comment=None, from_version=None, to_versio
 
 
 def wake_fan_out() -> None:
-    from workers.notify import fan_out_due
+    enqueue_after_commit(FAN_OUT_DUE, once=FAN_OUT, job_timeout=3600)
 
-    enqueue_after_commit(fan_out_due, once=FAN_OUT, job_timeout=3600)
+
+def _on_content_changed(page, *, kind: str, actor, comment=None, from_version=None, to_version=None) -> None:
+    """Content changed: the actor watches what they created or edited, and the watchers will be told."""
+    if kind in ("created", "edited"):
+        watch_what_i_touch(actor, page)
+    record(kind, page, actor, comment=comment, from_version=from_version, to_version=to_version)
+
+
+def _on_access_changed(space, *, user=None) -> None:
+    """Someone may no longer view `space` (a role removed, the space closed to everyone): their watches of it go,
+    so neither the Watching list nor a notification shows them what they may not see."""
+    from webapp.auth.models import User
+    from webapp.spaces.access import can
+    from webapp.spaces.models import VIEW
+
+    query = select(Watch).where(Watch.space_id == space.id)
+    if user is not None:
+        query = query.where(Watch.user_id == user.id)
+    for watch in db.session.scalars(query).all():
+        if not can(db.session.get(User, watch.user_id), space, VIEW):
+            db.session.delete(watch)
+
+
+def connect() -> None:
+    """Listen to content and spaces (create_app calls this; connecting twice changes nothing)."""
+    content_changed.connect(_on_content_changed)
+    access_changed.connect(_on_access_changed)
 
 
 def watch_what_i_touch(actor, page) -> None:

@@ -1,5 +1,7 @@
 """Turning due content events into mail: one OutboundMail row per watcher, made by a worker in batches."""
+import logging
 import secrets
+from datetime import timedelta
 
 from markupsafe import escape
 from sqlalchemy import select, update
@@ -10,6 +12,7 @@ from webapp.content.render import diff_excerpt, markdown
 from webapp.content.services import version
 from webapp.extensions import db
 from webapp.notify.audience import list_label, recipients
+from webapp.notify.events import wake_fan_out
 from webapp.notify.models import ContentEvent
 from webapp.notify.replies import reply_addresser
 from webapp.notify.watches import unwatch_token
@@ -20,24 +23,63 @@ from webapp.spaces.models import Space
 from webapp.timeutil import utcnow
 
 BATCH = 500
+POISON_ATTEMPTS = 3  # unexpected failures of one event before it is set aside
+log = logging.getLogger(__name__)
 VERBS = {"created": "created", "edited": "edited", "commented": "commented on"}
 
 
 def fan_out_due() -> int:
-    """Every due event, one at a time, each claimed atomically; returns how many mails were queued."""
+    """Every due event, one at a time, each claimed atomically; returns how many mails were queued.
+
+    An event whose fan-out raises is rolled back, counted and put off, so the events after it go out now; after
+    POISON_ATTEMPTS tries it is set aside for an admin (Administration › Workers › Failed events)."""
     queued = 0
     while True:
         event_id = db.session.scalar(select(ContentEvent.id).where(
-            ContentEvent.fanned_out_at.is_(None), ContentEvent.send_after <= utcnow())
+            ContentEvent.fanned_out_at.is_(None), ContentEvent.failed_at.is_(None), ContentEvent.send_after <= utcnow())
             .order_by(ContentEvent.id).limit(1))
         if event_id is None:
             return queued
-        claimed = db.session.execute(update(ContentEvent).where(ContentEvent.id == event_id,
-                                                                ContentEvent.fanned_out_at.is_(None))
-                                     .values(fanned_out_at=utcnow())).rowcount
-        if claimed:
-            queued += fan_out(db.session.get(ContentEvent, event_id))
-        db.session.commit()  # the claim and the event's mails together: all or nothing
+        try:
+            claimed = db.session.execute(update(ContentEvent).where(ContentEvent.id == event_id,
+                                                                    ContentEvent.fanned_out_at.is_(None))
+                                         .values(fanned_out_at=utcnow())).rowcount
+            if claimed:
+                queued += fan_out(db.session.get(ContentEvent, event_id))
+            db.session.commit()  # the claim and the event's mails together: all or nothing
+        except Exception as exc:
+            db.session.rollback()
+            log.exception("fan-out of content event %s failed", event_id)
+            _count_failure(event_id, exc)
+
+
+def _count_failure(event_id: int, exc: Exception) -> None:
+    """Retry later (1, 5, 25 minutes), then quarantine; the error's class and text are kept for the admin."""
+    event = db.session.get(ContentEvent, event_id)
+    event.attempts += 1
+    event.last_error = f"{type(exc).__name__}: {exc}"[:1000]
+    if event.attempts >= POISON_ATTEMPTS:
+        event.failed_at = utcnow()
+    else:
+        event.send_after = utcnow() + timedelta(minutes=5 ** (event.attempts - 1))
+    db.session.commit()
+
+
+def failed_events(limit: int = 100) -> list[ContentEvent]:
+    return list(db.session.scalars(select(ContentEvent).where(ContentEvent.failed_at.is_not(None),
+                                                              ContentEvent.fanned_out_at.is_(None))
+                                   .order_by(ContentEvent.failed_at.desc()).limit(limit)))
+
+
+def retry_event(event: ContentEvent) -> None:
+    """Back in line now, its attempts counted afresh; the caller commits (which wakes the fan-out)."""
+    event.failed_at, event.attempts, event.send_after = None, 0, utcnow()
+    wake_fan_out()
+
+
+def discard_event(event: ContentEvent) -> None:
+    """Nobody is told of it; it stays in the history (and the daily report) as a change that happened."""
+    event.fanned_out_at, event.recipients = utcnow(), 0
 
 
 def fan_out(event: ContentEvent) -> int:

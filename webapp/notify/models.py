@@ -5,6 +5,7 @@ from sqlalchemy import CheckConstraint, ForeignKey, Index, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webapp.extensions import db
+from webapp.mailnet import MailConnection
 from webapp.timeutil import UTCDateTime, utcnow
 
 SPACE, PAGE, BLOG = "space", "page", "blog"
@@ -49,9 +50,13 @@ class ContentEvent(db.Model):
     send_after: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     fanned_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     recipients: Mapped[int] = mapped_column(default=0)
+    # A fan-out that raised: counted, retried later, and after a few tries set aside ("failed events").
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(db.Text)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class ReplyMailbox(db.Model):
+class ReplyMailbox(MailConnection, db.Model):
     """The mailbox replies to notifications go to (plus-addressed), fetched like a space's mail account."""
 
     __tablename__ = "reply_mailbox"
@@ -59,14 +64,7 @@ class ReplyMailbox(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     enabled: Mapped[bool] = mapped_column(default=False)
     address: Mapped[str] = mapped_column(db.String(254), default="")  # replies@example.org -> replies+TOKEN@
-    protocol: Mapped[str] = mapped_column(db.String(8), default="imaps")
-    host: Mapped[str] = mapped_column(db.String(253), default="")
-    port: Mapped[int] = mapped_column(default=993)
-    username: Mapped[str] = mapped_column(db.String(254), default="")
     password_encrypted: Mapped[str | None] = mapped_column(db.Text)
-    require_starttls: Mapped[bool] = mapped_column(default=True)
-    folder: Mapped[str] = mapped_column(db.String(200), default="INBOX")
-    trusted_ca_pem: Mapped[str | None] = mapped_column(db.Text)
     last_fetch_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_result: Mapped[str | None] = mapped_column(db.Text)
 

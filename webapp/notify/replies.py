@@ -9,15 +9,15 @@ from email.utils import getaddresses, parseaddr
 from flask import current_app
 from sqlalchemy import select
 
-from webapp.archive.connect import MailboxError, MailboxSettings
 from webapp.archive.mailbox import open_session
 from webapp.archive.parse import parse
 from webapp.auth.models import User
 from webapp.content.models import Page
 from webapp.content.services import add_comment
 from webapp.extensions import db
+from webapp.errors import UserError
+from webapp.mailnet import ConnectionData, MailboxError
 from webapp.notify.models import ReplyMailbox, ReplyReceipt
-from webapp.security import secret_box
 from webapp.spaces.access import can
 from webapp.spaces.models import VIEW, Space
 from webapp.timeutil import utcnow
@@ -35,6 +35,15 @@ def mailbox() -> ReplyMailbox:
         db.session.add(row)
         db.session.flush()
     return row
+
+
+def save_mailbox(box: ReplyMailbox, enabled: bool, address: str, data: ConnectionData) -> None:
+    """Save the reply mailbox; its password must be typed again for any new endpoint (the one rule, mailnet)."""
+    problem = data.secret_problem(box.endpoint if box.password_encrypted else None, bool(box.password_encrypted))
+    if problem:
+        raise UserError(problem)
+    box.enabled, box.address = enabled, address
+    box.apply_connection(data)
 
 
 def _signature(user_id: int, page_id: int) -> str:
@@ -110,13 +119,9 @@ def fetch() -> int:
     box = db.session.get(ReplyMailbox, 1)
     if box is None or not box.enabled or not box.host or not box.password_encrypted:
         return 0
-    settings = MailboxSettings(protocol=box.protocol, host=box.host, port=box.port, username=box.username,
-                               password=secret_box().decrypt(box.password_encrypted),
-                               require_starttls=box.require_starttls, folder=box.folder or "INBOX",
-                               trusted_ca_pem=box.trusted_ca_pem, timeout=current_app.config["MAIL_TIMEOUT_SECONDS"])
     handled = 0
     try:
-        session = open_session(settings, box.host)
+        session = open_session(box.mailbox_settings())
         try:
             items = session.list_messages()[:200]
             for _item, raw in session.download(items):

@@ -5,23 +5,20 @@ from sqlalchemy import select
 
 from webapp.content.models import Page
 from webapp.extensions import csrf, db
-from webapp.htmx import is_htmx, partial
-from webapp.admin.routes import admin_required
+from webapp.htmx import is_htmx, partial, switch_response, wanted_on
+from webapp.decorators import admin_required
 from webapp.notify import bp, replies, watches
 from webapp.notify.forms import PreferencesForm, ReplyMailboxForm
-from webapp.security import secret_box
+from webapp.errors import UserError
 from webapp.notify.models import BLOG, PAGE, SPACE, Watch
-from webapp.spaces.access import space_for
+from webapp.spaces.access import can, space_for
 from webapp.spaces.models import VIEW, Space
 
 
 def _toggle(scope: str, space, page, back: str):
-    watches.set_watching(current_user, request.form.get("value") == "on", scope, space, page)
+    watches.set_watching(current_user, wanted_on(), scope, space, page)
     db.session.commit()
-    if not is_htmx():
-        return redirect(back)
-    target_url = request.path
-    return partial("notify/_watch.html", scope=scope, space=space, page=page, target_url=target_url)
+    return switch_response(back, "notify/_watch.html", scope=scope, space=space, page=page, target_url=request.path)
 
 
 @bp.route("/spaces/<key>/watch", methods=["POST"])
@@ -49,10 +46,16 @@ def watch_page(key, page_id):
 
 
 def _watching_rows() -> list[tuple]:
+    """What the reader watches and may still view: a space they lost access to (and its pages' titles, which go
+    on changing) is not shown."""
     rows = []
     for w in watches.watches_of(current_user):
         space = db.session.get(Space, w.space_id)
         page = db.session.get(Page, w.page_id) if w.scope == PAGE else None
+        if space is None or not can(current_user, space, VIEW):
+            continue
+        if w.scope == PAGE and (page is None or page.space_id != space.id):
+            continue
         rows.append((w, space, page))
     return rows
 
@@ -112,17 +115,12 @@ def reply_mailbox():
     box = replies.mailbox()
     form = ReplyMailboxForm(obj=box)
     if form.validate_on_submit():
-        changed = (form.protocol.data, form.host.data.lower(), form.port.data, form.username.data) != (
-            box.protocol, box.host, box.port, box.username)
-        if not form.password.data and (changed or not box.password_encrypted):
-            form.password.errors.append("Enter the mailbox password." if not box.password_encrypted else
-                                        "You changed where or as whom to sign in: enter the password again.")
+        try:
+            replies.save_mailbox(box, form.enabled.data, form.address.data, form.connection_data())
+        except UserError as exc:
+            db.session.rollback()
+            form.password.errors.append(str(exc))
         else:
-            for name in ("enabled", "address", "protocol", "port", "username", "require_starttls", "folder"):
-                setattr(box, name, getattr(form, name).data)
-            box.host, box.trusted_ca_pem = form.host.data.lower(), form.trusted_ca_pem.data or None
-            if form.password.data:
-                box.password_encrypted = secret_box().encrypt(form.password.data)
             db.session.commit()
             flash("Reply by email saved." + (" Replies are fetched every minute." if box.enabled else ""), "success")
             return redirect(url_for("notify.reply_mailbox"))

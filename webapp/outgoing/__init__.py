@@ -1,5 +1,5 @@
+"""SMTP servers, Send Test Email and the mail queue. Its routes are loaded by create_app (webapp/__init__.py), so importing a model
+or a service from here never runs the views."""
 from flask import Blueprint
 
 bp = Blueprint("outgoing", __name__, url_prefix="/admin")
-
-from webapp.outgoing import routes  # noqa: E402,F401

@@ -117,7 +117,7 @@ def _text_part(text: str, subtype: str) -> tuple[list[tuple[str, str]], bytes]:
     (readable, and every line short).
 
     Written here rather than by the email package's MIME classes and generator, which cost more than the SMTP
-    conversation itself (~1 ms a mail); binascii's quoted-printable encoder is the one the quopri module uses.
+    conversation itself (docs/benchmarks.md, B6); binascii's quoted-printable encoder is the one quopri uses.
     """
     if not text.endswith("\n"):
         text += "\n"  # a text part ends with a line break, as set_content wrote it

@@ -19,6 +19,7 @@ from webapp.settings import SiteSettings, retry_schedule
 from webapp.timeutil import utcnow
 
 log = logging.getLogger(__name__)
+POISON_ATTEMPTS = 3  # unexpected failures (not an SMTP answer) of one mail before it goes to the error queue
 
 
 def claim(limit: int) -> tuple[str, list[int]]:
@@ -104,7 +105,14 @@ def send_batch(token: str, ids: list[int], profiles: list[SmtpProfile]) -> int:
             if row.server_key:
                 pinned = profile_for(row.server_key)
                 candidates = [pinned] if pinned else profiles
-            marks.add(row, _attempt(row, candidates, pool, actors.get(row.actor_id), site_name, schedule))
+            try:
+                outcome = _attempt(row, candidates, pool, actors.get(row.actor_id), site_name, schedule)
+            except Exception as exc:  # one poison mail must not stop the batch nor leave it "sending"
+                log.exception("sending mail %s failed unexpectedly", row.id)
+                pool.close()  # the conversation may be half way through a command: start afresh
+                pool = _Pool()
+                outcome = _unexpected(row, exc, schedule)
+            marks.add(row, outcome)
     finally:
         marks.flush()
         pool.close()
@@ -115,7 +123,8 @@ class _Marks:
     """Outcomes written in groups: one commit per `every` mails or per second, whichever comes first.
 
     A worker killed mid-group leaves those rows "sending"; the sweeper queues them again, so a crash can
-    resend at most one group and loses nothing. One commit per mail capped sending at ~150 mails/s here.
+    resend at most one group and loses nothing. A commit per mail made the commits the bottleneck
+    (docs/benchmarks.md, B6).
     """
 
     def __init__(self, token: str, every: int) -> None:
@@ -167,6 +176,16 @@ def _attempt(row: OutboundMail, candidates: list[SmtpProfile], pool: _Pool, acto
         return _failed(f"Gave up after {attempt} attempts. " + "; ".join(notes))
     return {"state": QUEUED, "next_attempt_at": utcnow() + timedelta(minutes=schedule[attempt - 1]),
             "last_error": "; ".join(notes)}
+
+
+def _unexpected(row, exc: Exception, schedule: list[int]) -> dict:
+    """An error no SMTP server explains: counted like any attempt, and to the error queue after a few."""
+    attempt = row.attempts + 1
+    what = f"Sending failed unexpectedly ({type(exc).__name__}: {str(exc)[:200]}); the worker log has the details."
+    if attempt >= POISON_ATTEMPTS or attempt > len(schedule):
+        return _failed(f"{what} Gave up after {attempt} attempts.")
+    return {"state": QUEUED, "next_attempt_at": utcnow() + timedelta(minutes=schedule[attempt - 1]),
+            "last_error": what}
 
 
 def _record_test(row: OutboundMail, values: dict) -> None:

@@ -6,8 +6,7 @@ from wtforms import (
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Email, InputRequired, Length, NumberRange, Optional, ValidationError
 
-from webapp.archive.forms import hostname, no_line_breaks, pem_certificates
-from webapp.formtools import no_control_chars, strip
+from webapp.formtools import hostname, no_control_chars, no_line_breaks, pem_certificates, strip
 from webapp.outgoing.models import DEFAULT_FROM_NAME, REPLY_TO_POLICIES, SECURITY
 from webapp.outgoing.servers import ServerData
 

@@ -6,11 +6,12 @@ from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from sqlalchemy import delete, func, insert, select, update
 
+from webapp.errors import UserError
 from webapp.extensions import db
-from webapp.jobs import enqueue_after_commit
+from webapp.jobs import DELIVER_DUE, enqueue_after_commit
 from webapp.outgoing.compose import message_id_host, new_message_id
 from webapp.outgoing.models import FAILED, QUEUED, SENDING, SENT, OutboundMail
-from webapp.settings import base_url
+from webapp.settings import base_url, retry_schedule
 from webapp.timeutil import utcnow
 
 WAKE = "send-mail"
@@ -18,8 +19,8 @@ WAITING_TOO_LONG = timedelta(minutes=30)
 PAGE_SIZE = 50
 
 
-class QueueError(Exception):
-    """A mail that cannot be queued as asked; its text is shown as is."""
+class QueueError(UserError):
+    """A mail that cannot be queued as asked."""
 
 
 def queue_mail(recipient: str, subject: str, body_text: str, body_html: str | None = None, *, actor=None,
@@ -62,9 +63,7 @@ def queue_many(mails: list[dict], *, actor=None, kind: str = "notification") -> 
 
 def wake_sender() -> None:
     """After commit, one waiting deliver_due job: more wakes while it waits add nothing."""
-    from workers.send import deliver_due
-
-    enqueue_after_commit(deliver_due, once=WAKE, job_timeout=3600)
+    enqueue_after_commit(DELIVER_DUE, once=WAKE, job_timeout=3600)
 
 
 def flush() -> int:
@@ -99,11 +98,20 @@ def delete_failed(ids: list[int]) -> int:
 
 
 def reclaim_stuck() -> int:
-    """Rows whose worker died while sending go back to the queue (the sweeper calls this)."""
-    limit = utcnow() - timedelta(seconds=current_app.config["MAIL_SENDING_TIMEOUT_SECONDS"])
-    return db.session.execute(
-        update(OutboundMail).where(OutboundMail.state == SENDING, OutboundMail.claimed_at < limit)
-        .values(state=QUEUED, claim_token=None, next_attempt_at=utcnow(),
+    """Rows whose worker died while sending go back to the queue, each reclaim counted as an attempt; a mail that
+    has used up its attempts this way (it may be what kills the worker) goes to the error queue (the sweeper calls
+    this)."""
+    now = utcnow()
+    limit = now - timedelta(seconds=current_app.config["MAIL_SENDING_TIMEOUT_SECONDS"])
+    stuck = (OutboundMail.state == SENDING, OutboundMail.claimed_at < limit)
+    last = len(retry_schedule())
+    given_up = db.session.execute(
+        update(OutboundMail).where(*stuck, OutboundMail.attempts >= last)
+        .values(state=FAILED, claim_token=None, failed_at=now, attempts=OutboundMail.attempts + 1,
+                last_error="The worker stopped while sending this mail, again: gave up.")).rowcount
+    return given_up + db.session.execute(
+        update(OutboundMail).where(*stuck)
+        .values(state=QUEUED, claim_token=None, next_attempt_at=now, attempts=OutboundMail.attempts + 1,
                 last_error="The worker stopped while sending this mail; it was queued again.")).rowcount
 
 

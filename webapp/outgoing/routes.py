@@ -2,7 +2,8 @@
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from webapp.admin.routes import admin_required
+from webapp.decorators import admin_required
+from webapp.params import MAX_ID, page_number
 from webapp.extensions import db
 from webapp.htmx import is_htmx, page_or_partial, partial
 from webapp.outgoing import bp, compose, queue, servers
@@ -180,8 +181,7 @@ def test_status(test_id):
 
 
 def _queue_context() -> dict:
-    page = max(request.args.get("page", 1, type=int), 1)
-    errors_page = max(request.args.get("errors_page", 1, type=int), 1)
+    page, errors_page = page_number("page"), page_number("errors_page")
     queued, more = queue.page_of((QUEUED, SENDING), page, (OutboundMail.next_attempt_at, OutboundMail.id))
     failed, more_failed = queue.page_of((FAILED,), errors_page, (OutboundMail.failed_at.desc(), OutboundMail.id))
     return {"health": queue.health(), "queued": queued, "queue_page": page, "more": more, "failed": failed,
@@ -214,7 +214,8 @@ def flush_queue():
 @admin_required
 def error_queue_action():
     form = SelectionForm()
-    ids = [int(i) for i in (request.args.getlist("ids") or request.form.getlist("ids")) if i.isdigit()]
+    ids = [int(i) for i in (request.args.getlist("ids") or request.form.getlist("ids"))
+           if i.isdigit() and int(i) <= MAX_ID]
     message = "Tick the mail to resend or delete first."
     if form.validate_on_submit() and ids:
         if form.action.data == "resend":

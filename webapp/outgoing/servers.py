@@ -5,7 +5,9 @@ from urllib.parse import unquote, urlsplit
 from flask import current_app
 from sqlalchemy import func, select, update
 
+from webapp.errors import UserError
 from webapp.extensions import db
+from webapp.mailnet import Endpoint, needs_secret_again, secret_again_message
 from webapp.outgoing.models import DEFAULT_PORTS, NONE, QUEUED, STARTTLS, TLS, OutboundMail, SmtpServer, SmtpTest
 from webapp.outgoing.smtp import SmtpProfile
 from webapp.security import secret_box
@@ -14,8 +16,8 @@ CONFIG_KEY = "config"
 _SCHEMES = {"smtp": NONE, "smtp+starttls": STARTTLS, "smtps": TLS}
 
 
-class OutgoingError(Exception):
-    """A problem the admin can fix; its text is shown as is."""
+class OutgoingError(UserError):
+    """An outgoing-mail setting the admin can fix."""
 
 
 @dataclass
@@ -32,6 +34,14 @@ class ServerData:
     timeout_seconds: int
     reply_to_policy: str
     trusted_ca_pem: str
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint.of("smtp", self.host, self.port, self.username, self.security, self.trusted_ca_pem)
+
+
+def endpoint(server: SmtpServer) -> Endpoint:
+    return Endpoint.of("smtp", server.host, server.port, server.username, server.security, server.trusted_ca_pem)
 
 
 def servers() -> list[SmtpServer]:
@@ -131,10 +141,11 @@ def create_server(data: ServerData) -> SmtpServer:
 
 
 def update_server(server: SmtpServer, data: ServerData) -> None:
-    changed = (data.host.lower(), data.port, data.username or None) != (server.host, server.port, server.username)
-    if data.username and not data.password and (changed or not server.password_encrypted):
-        raise OutgoingError("You changed the host, port or username: enter the password again."
-                            if changed else "Enter the password for this username.")
+    """A username's password is typed again for any change of where it goes or how it is protected (mailnet)."""
+    stored, has_secret = endpoint(server), bool(server.username and server.password_encrypted)
+    if data.username and not data.password and needs_secret_again(stored, data.endpoint, has_secret):
+        raise OutgoingError(secret_again_message(stored, data.endpoint, has_secret)
+                            if has_secret else "Enter the password for this username.")
     _apply(server, data)
 
 

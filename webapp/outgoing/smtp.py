@@ -6,7 +6,7 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 
-from webapp.archive.connect import peek_certificate
+from webapp.mailnet import MailboxError, describe_untrusted, peek_certificate, tls_context
 from webapp.outgoing.models import STARTTLS, TLS
 
 _EOL = re.compile(rb"\r\n|\r|\n")
@@ -35,30 +35,16 @@ class SmtpProfile:
         return f"SmtpProfile({self.key}: {self.security}://{self.username or ''}@{self.host}:{self.port})"
 
 
-class SmtpError(Exception):
+class SmtpError(MailboxError):
     """One cause of failure: `kind`, a message and a hint an admin can act on, and whether to retry."""
 
     def __init__(self, kind: str, message: str, hint: str = "", *, transient: bool = True,
                  broken: bool = True, code: int | None = None) -> None:
-        super().__init__(message)
-        self.kind, self.message, self.hint = kind, message, hint
+        super().__init__(kind, message, hint)
         self.transient, self.broken, self.code = transient, broken, code
 
     def __str__(self) -> str:
         return self.message
-
-
-def tls_context(trusted_ca_pem: str | None) -> ssl.SSLContext:
-    """The system's trust store plus the server's own CA when it has one; never unverified."""
-    context = ssl.create_default_context()
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if trusted_ca_pem:
-        try:
-            context.load_verify_locations(cadata=trusted_ca_pem)
-        except (ssl.SSLError, ValueError):
-            raise SmtpError("invalid", "The trusted CA certificate is not a valid PEM certificate.",
-                            "Paste the CA certificate in PEM form.") from None
-    return context
 
 
 def crlf(data: bytes) -> bytes:
@@ -118,7 +104,7 @@ class SmtpSession:
 
     def open(self) -> "SmtpSession":
         p = self.profile
-        context = tls_context(p.trusted_ca_pem) if p.security in (STARTTLS, TLS) else None
+        context = tls_context(p.trusted_ca_pem, SmtpError) if p.security in (STARTTLS, TLS) else None
         try:
             if p.security == TLS:
                 conn = _SMTPS(local_hostname=self.local_hostname, timeout=p.timeout, context=context)
@@ -184,17 +170,9 @@ class SmtpSession:
 
     def _untrusted(self, exc: ssl.SSLCertVerificationError) -> SmtpError:
         p = self.profile
-        detail = exc.verify_message or "verification failed"
-        try:
-            from cryptography import x509
-
-            der = peek_certificate(p.host, p.port, p.host, min(p.timeout, 10),
-                                   None if p.security == TLS else _starttls_preamble)
-            cert = x509.load_der_x509_certificate(der)
-            who = f" Subject: {cert.subject.rfc4514_string()}; issuer: {cert.issuer.rfc4514_string()}."
-        except Exception:
-            who = ""
-        return SmtpError("certificate_untrusted", f"The server's certificate is not trusted ({detail}).{who}",
+        peek = lambda: peek_certificate(p.host, p.port, p.host, min(p.timeout, 10),  # noqa: E731
+                                        None if p.security == TLS else _starttls_preamble)
+        return SmtpError("certificate_untrusted", describe_untrusted(exc, peek),
                          "If this server uses its own CA, add that CA certificate (PEM) to the server's settings.")
 
     def send(self, sender: str, recipient: str, data: bytes) -> str:

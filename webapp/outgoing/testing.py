@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from webapp.auth.models import User
 from webapp.extensions import db
-from webapp.jobs import JobRun, start_job
+from webapp.jobs import SEND_TEST_EMAIL, JobRun, start_job
 from webapp.outgoing import compose
 from webapp.outgoing.models import SmtpTest
 from webapp.outgoing.queue import queue_mail
@@ -34,9 +34,7 @@ def start_test(key: str, to: str, subject: str, body: str, user, via_queue: bool
         db.session.flush()
         test.mail_id = mail.id
     else:
-        from workers.send import send_test_email
-
-        run = start_job("smtp-test", send_test_email, user=user)
+        run = start_job("smtp-test", SEND_TEST_EMAIL, user=user)
         test.job_run_id = run.id
     db.session.add(test)
     db.session.flush()

@@ -1,4 +1,5 @@
+"""Spaces, roles and who may see what. Its routes are loaded by create_app (webapp/__init__.py), so importing a model
+or a service from here never runs the views."""
 from flask import Blueprint
 
 bp = Blueprint("spaces", __name__)
-from webapp.spaces import routes  # noqa: E402,F401

@@ -1,11 +1,11 @@
 """Space directory, home, settings and permissions."""
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
 from webapp.auth.services import find_user
 from webapp.extensions import db
-from webapp.htmx import is_htmx, page_or_partial, partial
+from webapp.htmx import is_htmx, page_or_partial, partial, switch_response, wanted_on
 from webapp.spaces import bp
 from webapp.spaces.access import role_in, space_for, visible_spaces
 from webapp.spaces.forms import AddRoleForm, ChangeRoleForm, NewSpaceForm, SpaceSettingsForm
@@ -157,8 +157,7 @@ def set_delete_mail(key, role_id):
     """The "delete mail" option on top of a role: may move archived mail to the space's trash."""
     space = space_for(key, ADMIN)
     space_role = _role_or_404(space, role_id)
-    space_role.can_delete_mail = request.form.get("value") == "on"
+    space_role.can_delete_mail = wanted_on()
     db.session.commit()
-    if not is_htmx():
-        return redirect(url_for("spaces.permissions", key=space.key))
-    return partial("spaces/_role_row.html", space=space, r=space_role, error=None, role_labels=ROLE_LABELS)
+    return switch_response(url_for("spaces.permissions", key=space.key), "spaces/_role_row.html", space=space,
+                           r=space_role, error=None, role_labels=ROLE_LABELS)

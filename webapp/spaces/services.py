@@ -2,12 +2,14 @@
 from sqlalchemy import func, select
 
 from webapp.auth.models import User
+from webapp.errors import UserError
 from webapp.extensions import db
+from webapp.signals import access_changed
 from webapp.spaces.models import ADMIN, PERSONAL, ROLE_RANK, SITE, Space, SpaceRole
 
 
-class SpaceError(Exception):
-    """A problem the user can fix; its text is shown as is."""
+class SpaceError(UserError):
+    """A space or role change the user can fix."""
 
 
 def create_personal_space(user: User) -> Space:
@@ -28,7 +30,11 @@ def create_site_space(creator: User, key: str, name: str, description: str = "")
 
 
 def update_space(space: Space, name: str, description: str, everyone_can_view: bool) -> None:
+    closed = space.everyone_can_view and not everyone_can_view
     space.name, space.description, space.everyone_can_view = name, description, everyone_can_view
+    if closed:
+        db.session.flush()
+        access_changed.send(space, user=None)
 
 
 def roles_of(space: Space) -> list[SpaceRole]:
@@ -59,7 +65,10 @@ def grant(space: Space, user: User, role: str) -> SpaceRole:
 def revoke(space: Space, space_role: SpaceRole) -> None:
     if space_role.role == ADMIN:
         _keep_an_admin(space, space_role)
+    user = db.session.get(User, space_role.user_id)
     db.session.delete(space_role)
+    db.session.flush()
+    access_changed.send(space, user=user)
 
 
 def _keep_an_admin(space: Space, leaving: SpaceRole) -> None:
