@@ -210,3 +210,25 @@ def test_setup_link_guessing_is_throttled(app, client):
     statuses = [client.get(f"/setup?token=guess{i}").status_code for i in range(6)]
     assert statuses == [404] * 4 + [429] * 2
     assert "Too many attempts" in client.get("/setup?token=again").get_data(as_text=True)
+
+
+def test_last_seen_is_noted_and_an_idle_session_ends(app, client, make_user, login):
+    from datetime import timedelta
+
+    from webapp.timeutil import utcnow
+
+    ann = make_user("ann")
+    login(ann)
+    row = db.session.scalar(select(UserSession).where(UserSession.user_id == ann.id))
+    row.last_seen_at = utcnow() - timedelta(minutes=5)
+    db.session.commit()
+    assert client.get("/profile").status_code == 200
+    db.session.expire_all()
+    assert db.session.get(UserSession, row.id).last_seen_at > utcnow() - timedelta(minutes=1)
+    row = db.session.get(UserSession, row.id)
+    row.last_seen_at = utcnow() - timedelta(days=app.config["SESSION_IDLE_DAYS"], minutes=1)
+    db.session.commit()
+    assert client.get("/profile").status_code == 302  # idle too long: signed out
+    from webapp.auth.sessions import forget_expired
+
+    assert forget_expired() == 1

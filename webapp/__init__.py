@@ -73,6 +73,7 @@ def _register_login(app: Flask) -> None:
     login_manager.login_message_category = "info"
 
     login_manager.user_loader(sessions.load)  # the same check for the session cookie and the remember cookie
+    app.teardown_appcontext(sessions.touch_after_request)  # runs before Flask-SQLAlchemy's own (registered first)
 
     @login_manager.unauthorized_handler
     def unauthorized():

@@ -1,16 +1,18 @@
 """Server-side sign-in sessions: a row per sign-in, checked on every request, deleted to sign a browser out."""
 import hashlib
+import logging
 import secrets
 from datetime import timedelta
 
 from flask import current_app, g, has_request_context, request
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from webapp.auth.models import User, UserSession
 from webapp.extensions import db
 from webapp.timeutil import utcnow
 
 TOUCH_EVERY = timedelta(minutes=1)  # last seen is written at most this often, not on every request
+log = logging.getLogger(__name__)
 
 
 def _hash(key: str) -> str:
@@ -45,18 +47,29 @@ def load(cookie_id: str) -> User | None:
         return None
     now = utcnow()
     if row.last_seen_at < now - _idle_limit(row):
-        db.session.delete(row)
-        db.session.commit()
-        return None
+        return None  # over; the daily sweep deletes the row
     user = db.session.get(User, row.user_id)
     if user is None or not user.active:
         return None
     if row.last_seen_at < now - TOUCH_EVERY:
-        row.last_seen_at = now
-        db.session.commit()
+        g.touch_user_session = row.id  # written after the request, never inside its transaction
     user.session_key = key
     g.user_session = row
     return user
+
+
+def touch_after_request(_exc=None) -> None:
+    """Note "last seen" on its own, once the request's session is gone: loading the user mid-request must not
+    commit (or wait on) whatever the request was doing. A failure here only loses a "last seen"."""
+    session_id = g.pop("touch_user_session", None)
+    if session_id is None:
+        return
+    db.session.remove()
+    try:
+        with db.engine.begin() as conn:
+            conn.execute(update(UserSession).where(UserSession.id == session_id).values(last_seen_at=utcnow()))
+    except Exception:
+        log.warning("could not note when session %s was last seen", session_id, exc_info=True)
 
 
 def current() -> UserSession | None:
