@@ -11,7 +11,7 @@ from webapp.config import INSTANCE_DIR, Config, sqlite_pragmas
 from webapp import extensions
 from webapp.extensions import csrf, db, limiter, login_manager, migrate
 from webapp.htmx import is_htmx
-from webapp.params import BoundedInt
+from webapp.params import BoundedInt, refuse_nul
 from webapp.security import SecretBox, set_security_headers
 
 
@@ -57,6 +57,7 @@ def create_app(config: dict | None = None) -> Flask:
     _register_login(app)
     _register_errors(app)
     _register_templates(app)
+    app.before_request(refuse_nul)
     app.after_request(set_security_headers)
 
     from webapp.cli import register_cli

@@ -13,6 +13,14 @@ class BoundedInt(IntegerConverter):
         super().__init__(map, fixed_digits, min, MAX_ID if max is None else max, signed)
 
 
+def refuse_nul() -> None:
+    """Before every request: a NUL in the path, a query argument or a form field is refused with a 400. No form
+    needs one, PostgreSQL cannot store or compare one (a 500 there), and protocol clients would send it on."""
+    if "\x00" in request.path or any("\x00" in value for source in (request.args, request.form)
+                                     for values in source.listvalues() for value in values):
+        abort(400, "The request holds a NUL character, which no field accepts.")
+
+
 def arg_int(name: str, default: int | None, low: int = 1, high: int = MAX_ID) -> int | None:
     """An integer query argument within [low, high]; anything else is a 400 saying which argument and why."""
     raw = request.args.get(name)
@@ -24,6 +32,17 @@ def arg_int(name: str, default: int | None, low: int = 1, high: int = MAX_ID) ->
         abort(400, f"“{name}” must be a whole number.")
     if not low <= value <= high:
         abort(400, f"“{name}” must be between {low} and {high}.")
+    return value
+
+
+def form_id(name: str) -> int | None:
+    """An id posted in a form field: None when absent or not a number, a 404 when no row could have it."""
+    raw = request.form.get(name, "")
+    if not raw.isdigit():
+        return None
+    value = int(raw)
+    if not 0 < value <= MAX_ID:
+        abort(404)
     return value
 
 

@@ -8,6 +8,7 @@ from webapp.archive.models import DEFAULT_PORTS, RUN_ACTIVE, MailAccount
 from webapp.extensions import db, limiter
 from webapp.htmx import page_or_partial, partial, switch_response, wanted_on
 from webapp.jobs import JobRun
+from webapp.params import form_id
 from webapp.spaces.access import space_for
 from webapp.spaces.models import ADMIN
 
@@ -137,7 +138,7 @@ def _user_key() -> str:
                error_message="Too many connection tests: wait a minute before testing again.")
 def test_connection(key):
     space = archive_space(key, ADMIN)
-    account_id = request.form.get("account_id", type=int)
+    account_id = form_id("account_id")
     account = _account(space, account_id) if account_id else None
     form = AccountForm()
     error, run = None, None

@@ -54,7 +54,7 @@ def fan_out_due() -> int:
 
 
 def _count_failure(event_id: int, exc: Exception) -> None:
-    """Retry later (1, 5, 25 minutes), then quarantine; the error's class and text are kept for the admin."""
+    """Retry after 1, then 5 minutes, then set it aside; the error's class and text are kept for the admin."""
     event = db.session.get(ContentEvent, event_id)
     event.attempts += 1
     event.last_error = f"{type(exc).__name__}: {exc}"[:1000]
