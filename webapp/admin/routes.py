@@ -11,10 +11,10 @@ from webapp.auth.models import User
 from webapp.auth.services import AuthError, create_user
 from webapp.decorators import admin_required
 from webapp.extensions import db
-from webapp.notify import fanout
-from webapp.notify.models import ContentEvent
 from webapp.htmx import is_htmx, page_or_partial, partial, wanted_on
 from webapp.jobs import WORKER_CHECK, JobRun, get_queue, redis_connection, start_job
+from webapp.notify import fanout
+from webapp.notify.models import ContentEvent
 
 USER_FLAGS = {
     "active": lambda actor, user, on: services.set_active(actor, user, on),

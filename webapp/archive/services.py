@@ -6,13 +6,13 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import func, select
 
+from webapp.archive.mailbox import probe
 from webapp.archive.models import (
     DEFAULT_PORTS, RUN_ACTIVE, RUN_FAILED, RUN_QUEUED, RUN_RUNNING, ConnectionTest, FetchRun, MailAccount, Message,
 )
 from webapp.errors import UserError
 from webapp.extensions import db
 from webapp.jobs import FETCH_ACCOUNT, TEST_CONNECTION, JobRun, enqueue_after_commit, start_job
-from webapp.archive.mailbox import probe
 from webapp.mailnet import ConnectionData, Endpoint, MailboxError, settings_for
 from webapp.security import secret_box
 from webapp.settings import SiteSettings

@@ -6,9 +6,9 @@ from webapp.content import bp, services
 from webapp.content.forms import CommentForm, PageForm
 from webapp.content.models import BLOG, PAGE, Page
 from webapp.content.render import diff, markdown
-from webapp.params import MAX_ID, arg_int
 from webapp.extensions import db
 from webapp.htmx import is_htmx, partial, switch_response, wanted_on
+from webapp.params import MAX_ID, arg_int
 from webapp.spaces.access import can, space_for
 from webapp.spaces.models import ADMIN, EDIT, VIEW
 

@@ -3,14 +3,14 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from webapp.decorators import admin_required
-from webapp.params import MAX_ID, page_number
 from webapp.extensions import db
 from webapp.htmx import is_htmx, page_or_partial, partial
+from webapp.jobs import JobRun
 from webapp.outgoing import bp, compose, queue, servers
 from webapp.outgoing.forms import ActionForm, RetryScheduleForm, SelectionForm, ServerForm, TestEmailForm
 from webapp.outgoing.models import DEFAULT_PORTS, FAILED, QUEUED, SENDING, OutboundMail, SmtpServer, SmtpTest
-from webapp.jobs import JobRun
 from webapp.outgoing.testing import start_test
+from webapp.params import MAX_ID, page_number
 from webapp.settings import SiteSettings
 
 
