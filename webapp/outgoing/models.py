@@ -5,6 +5,7 @@ from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webapp.extensions import db
+from webapp.mailnet import Endpoint
 from webapp.timeutil import UTCDateTime, utcnow
 
 NONE, STARTTLS, TLS = "none", "starttls", "tls"
@@ -42,6 +43,11 @@ class SmtpServer(db.Model):
     @property
     def key(self) -> str:
         return str(self.id)
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """Where its password goes and how it is protected (the rule for asking again is mailnet's)."""
+        return Endpoint.of("smtp", self.host, self.port, self.username, self.security, self.trusted_ca_pem)
 
 
 class OutboundMail(db.Model):

@@ -40,10 +40,6 @@ class ServerData:
         return Endpoint.of("smtp", self.host, self.port, self.username, self.security, self.trusted_ca_pem)
 
 
-def endpoint(server: SmtpServer) -> Endpoint:
-    return Endpoint.of("smtp", server.host, server.port, server.username, server.security, server.trusted_ca_pem)
-
-
 def servers() -> list[SmtpServer]:
     return list(db.session.scalars(select(SmtpServer).order_by(SmtpServer.position, SmtpServer.id)))
 
@@ -142,7 +138,7 @@ def create_server(data: ServerData) -> SmtpServer:
 
 def update_server(server: SmtpServer, data: ServerData) -> None:
     """A username's password is typed again for any change of where it goes or how it is protected (mailnet)."""
-    stored, has_secret = endpoint(server), bool(server.username and server.password_encrypted)
+    stored, has_secret = server.endpoint, bool(server.username and server.password_encrypted)
     if data.username and not data.password and needs_secret_again(stored, data.endpoint, has_secret):
         raise OutgoingError(secret_again_message(stored, data.endpoint, has_secret)
                             if has_secret else "Enter the password for this username.")
