@@ -7,7 +7,6 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from tests.conftest import PASSWORD
 from tests.notify.test_notifications import client_for, recipients, team  # noqa: F401  (team is a fixture)
 from webapp.content.models import Page
 from webapp.extensions import db
@@ -145,4 +144,3 @@ def test_reclaiming_a_mail_stuck_in_sending_counts_an_attempt_and_gives_up(app, 
         assert row.state == QUEUED
     assert row.state == FAILED and "gave up" in row.last_error and row.attempts == len(retry_schedule()) + 1
     assert SENT not in {r.state for r in db.session.scalars(select(OutboundMail))}
-    assert PASSWORD  # the shared fixtures' password is what client_for signs in with

@@ -42,15 +42,14 @@ def load(cookie_id: str) -> User | None:
     user_id, _, key = (cookie_id or "").partition(".")
     if not user_id.isdigit() or len(key) < 20:
         return None
-    row = db.session.scalar(select(UserSession).where(UserSession.key_hash == _hash(key)))
-    if row is None or row.user_id != int(user_id):
+    found = db.session.execute(select(UserSession, User).join(User, User.id == UserSession.user_id)
+                               .where(UserSession.key_hash == _hash(key))).first()  # one query a request
+    if found is None:
         return None
+    row, user = found
     now = utcnow()
-    if row.last_seen_at < now - _idle_limit(row):
-        return None  # over; the daily sweep deletes the row
-    user = db.session.get(User, row.user_id)
-    if user is None or not user.active:
-        return None
+    if row.user_id != int(user_id) or not user.active or row.last_seen_at < now - _idle_limit(row):
+        return None  # another's, disabled, or over (the daily sweep deletes the row)
     if row.last_seen_at < now - TOUCH_EVERY:
         g.touch_user_session = row.id  # written after the request, never inside its transaction
     user.session_key = key
