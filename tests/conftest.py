@@ -262,6 +262,56 @@ def smtp_sink_servers():
     sinks.stop()
 
 
+@pytest.fixture(scope="session")
+def oauth_server():
+    """A real OAuth 2.0 authorization server (authlib) on loopback: tests/oauth_server.py."""
+    from tests.oauth_server import TestProvider
+
+    server = TestProvider()
+    server.client.redirect_uris.add("http://spacemail.test/oauth/callback")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def oauth_dovecot(oauth_server):
+    """Dovecot that also signs in XOAUTH2 and OAUTHBEARER, asking oauth_server about each token."""
+    from tests.mailservers import start_dovecot
+
+    server = start_dovecot(ssl=True, introspection_url=oauth_server.base + "/introspect")
+    yield server
+    server.stop()
+    shutil.rmtree(server.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def oauth_dovecot_xoauth2(oauth_server):
+    """Dovecot that offers only XOAUTH2 for tokens (as Microsoft's servers do)."""
+    from tests.mailservers import start_dovecot
+
+    server = start_dovecot(ssl=True, introspection_url=oauth_server.base + "/introspect", oauth_mechanisms="xoauth2")
+    yield server
+    server.stop()
+    shutil.rmtree(server.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def oauth_smtp_server(oauth_server, smtp_sink_servers):
+    """An SMTP sink (STARTTLS) that accepts bearer tokens oauth_server vouches for."""
+    from tests.smtpsinks import OAuthRecorder, Sink
+
+    sink = Sink(smtp_sink_servers.ca, security="starttls", auth=True,
+                recorder=OAuthRecorder(oauth_server.base + "/introspect"))
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def oauth_smtp(oauth_smtp_server):
+    oauth_smtp_server.recorder.reset()
+    yield oauth_smtp_server
+
+
 @pytest.fixture
 def sinks(smtp_sink_servers):
     """Real aiosmtpd sinks (plain, STARTTLS, implicit TLS; with and without AUTH), emptied for each test."""

@@ -110,6 +110,19 @@ class Dovecot:
             for p in [path, *path.rglob("*")]:
                 os.chown(p, self.uid, self.gid)
 
+    def end_sessions(self, username: str) -> int:
+        """Kill this Dovecot's IMAP and POP3 processes serving `username`, as a server ending a session does
+        (Microsoft ends one when its access token runs out). Needs verbose_proctitle (set in CONFIG)."""
+        listing = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout
+        killed = 0
+        for line in listing.splitlines():
+            pid, ppid, args = line.split(None, 2)
+            if int(ppid) == self.proc.pid and args.startswith(("dovecot/imap [", "dovecot/pop3 [")) \
+                    and args.split("[", 1)[1].split()[0] == username:
+                os.kill(int(pid), signal.SIGKILL)
+                killed += 1
+        return killed
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -123,13 +136,14 @@ CONFIG = """
 base_dir = {root}/run
 state_dir = {root}/state
 log_path = {root}/dovecot.log
+verbose_proctitle = yes
 protocols = imap pop3
 listen = 127.0.0.1
 ssl = {ssl}
 {ssl_files}
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{oauth_mechanisms}
 auth_failure_delay = 0
 login_trusted_networks = 127.0.0.0/8
 default_internal_user = {user}
@@ -138,11 +152,13 @@ default_login_user = {user}
 first_valid_uid = 0
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {root}/passwd
 }}
+{oauth_passdb}
 userdb {{
   driver = passwd-file
-  args = username_format=%u {root}/passwd
+  args = username_format=%n {root}/passwd
 }}
 mail_location = maildir:~/Maildir
 pop3_uidl_format = %08Xu%08Xv
@@ -176,8 +192,26 @@ service stats {{
 """
 
 
-def start_dovecot(ssl: bool = True, ca: CA | None = None) -> Dovecot:
-    """Dovecot on four free loopback ports with its own config; as root it runs as nobody (setpriv)."""
+OAUTH_PASSDB = """passdb {{
+  driver = oauth2
+  mechanisms = {mechanisms}
+  args = {root}/oauth2.conf
+}}"""
+
+# Dovecot asks the authorization server whether a bearer token is live and whose it is (RFC 7662): the
+# username it names ("user3@mail.test") must be the one the client signs in as; its mailbox is user3's.
+OAUTH_CONF = """introspection_mode = post
+introspection_url = {url}
+username_attribute = username
+active_attribute = active
+active_value = true
+"""
+
+
+def start_dovecot(ssl: bool = True, ca: CA | None = None, introspection_url: str | None = None,
+                  oauth_mechanisms: str = "xoauth2 oauthbearer") -> Dovecot:
+    """Dovecot on four free loopback ports with its own config; as root it runs as nobody (setpriv). With an
+    introspection URL it also signs in XOAUTH2 and OAUTHBEARER, asking that authorization server."""
     assert os.path.exists(DOVECOT), "dovecot is not installed: run ./scripts/test, which installs it"
     root = Path(tempfile.mkdtemp(prefix="spacemail-dovecot-"))
     os.chmod(root, 0o755)
@@ -200,9 +234,13 @@ def start_dovecot(ssl: bool = True, ca: CA | None = None) -> Dovecot:
     (root / "passwd").write_text((root / "passwd").read_text().replace("{uid}", str(uid)).replace("{gid}", str(gid)))
     ports = {name: free_port() for name in ("imap", "imaps", "pop3", "pop3s")}
     ssl_files = f"ssl_cert = <{root}/server.crt\nssl_key = <{root}/server.key" if ssl else ""
+    if introspection_url:
+        (root / "oauth2.conf").write_text(OAUTH_CONF.format(url=introspection_url))
     (root / "dovecot.conf").write_text(CONFIG.format(
         root=root, ssl="yes" if ssl else "no", ssl_files=ssl_files, user=username, group=group,
-        imaps_ssl="yes" if ssl else "no", **ports))
+        imaps_ssl="yes" if ssl else "no", oauth_mechanisms=f" {oauth_mechanisms}" if introspection_url else "",
+        oauth_passdb=OAUTH_PASSDB.format(root=root, mechanisms=oauth_mechanisms) if introspection_url else "",
+        **ports))
     server = Dovecot(root=root, ports=ports, ca=ca, uid=uid, gid=gid)
     for p in [root, *root.rglob("*")]:
         if os.getuid() == 0:

@@ -4,11 +4,15 @@ A fault plan makes the next DATA commands answer 4xx or 5xx, drop the connection
 front of a sink and keeps every byte the client sent, for checks on what crossed the wire.
 """
 import asyncio
+import base64
+import json
 import logging
 import socket
 import ssl
 import tempfile
 import threading
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 
@@ -85,12 +89,65 @@ class Recorder:
         return AuthResult(success=False, handled=False)
 
 
+class OAuthRecorder(Recorder):
+    """A sink that signs in XOAUTH2 and OAUTHBEARER only, asking the authorization server (RFC 7662) whether the
+    bearer token is live and whose it is, as Microsoft's and Google's SMTP servers check theirs."""
+
+    def __init__(self, introspection_url: str) -> None:
+        super().__init__()
+        self.introspection_url = introspection_url
+        self.token_logins: list[tuple[str, str, bool]] = []  # (mechanism, user, accepted)
+
+    def reset(self) -> None:
+        super().reset()
+        self.token_logins.clear()
+
+    def _check(self, server, session, mechanism: str, user: str, token: str) -> AuthResult:
+        body = urllib.parse.urlencode({"token": token}).encode()
+        with urllib.request.urlopen(self.introspection_url, body, timeout=5) as answer:
+            info = json.loads(answer.read())
+        accepted = bool(info.get("active")) and info.get("username") == user
+        self.token_logins.append((mechanism, user, accepted))
+        if accepted:
+            session.spacemail_login = user
+            return AuthResult(success=True, handled=False)
+        return AuthResult(success=False, handled=False)
+
+    async def _initial(self, server, args):
+        if len(args) > 1:
+            return base64.b64decode(args[1])
+        return await server.challenge_auth("")
+
+    async def _refuse(self, server):
+        # RFC 7628 §3.2.2: an error challenge (JSON), the client's dummy answer, then the failure.
+        await server.challenge_auth(json.dumps({"status": "401", "schemes": "bearer"}))
+
+    async def auth_XOAUTH2(self, server, args):
+        message = (await self._initial(server, args)).decode()
+        fields = dict(part.split("=", 1) for part in message.split("\x01") if "=" in part)
+        result = self._check(server, server.session, "XOAUTH2", fields.get("user", ""),
+                             fields.get("auth", "").removeprefix("Bearer "))
+        if not result.success:
+            await self._refuse(server)
+        return result
+
+    async def auth_OAUTHBEARER(self, server, args):
+        message = (await self._initial(server, args)).decode()
+        header, _, rest = message.partition("\x01")
+        user = next((p[2:] for p in header.split(",") if p.startswith("a=")), "").replace("=2C", ",").replace("=3D", "=")
+        fields = dict(part.split("=", 1) for part in rest.split("\x01") if "=" in part)
+        result = self._check(server, server.session, "OAUTHBEARER", user, fields.get("auth", "").removeprefix("Bearer "))
+        if not result.success:
+            await self._refuse(server)
+        return result
+
+
 class Sink:
     """One aiosmtpd server in a thread; stop() and start() keep its port."""
 
-    def __init__(self, ca: CA, *, security: str = "none", auth: bool = False) -> None:
+    def __init__(self, ca: CA, *, security: str = "none", auth: bool = False, recorder: Recorder | None = None) -> None:
         self.ca, self.security, self.auth = ca, security, auth
-        self.recorder = Recorder()
+        self.recorder = recorder or Recorder()
         self.port = _free_port()
         self.controller = None
         self.start()

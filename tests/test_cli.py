@@ -1,6 +1,7 @@
 """`flask create-admin` and `flask setup-link`, run through Flask's CLI runner."""
 from sqlalchemy import select
 
+from webapp.oauth.credentials import secret_for
 from webapp.auth.models import User
 from webapp.settings import SiteSettings
 
@@ -44,12 +45,25 @@ def test_rotate_keys_re_encrypts_every_stored_password(app, db, make_user):
 
     server = create_server(ServerData("SMTP", "site@example.org", "", "", "smtp.example.org", 587, "starttls",
                                       "mailer", "smtp-pw", 30, "none", ""))
+    from webapp.oauth.models import OAuthGrant, OAuthProvider
+    from webapp.security import secret_box
+
+    provider = OAuthProvider(name="P", kind="generic", client_id="id", client_secret_encrypted=secret_box().encrypt(
+        "client-secret"), authorization_endpoint="https://idp.example/a", token_endpoint="https://idp.example/t")
+    db.session.add(provider)
+    db.session.flush()
+    grant = OAuthGrant(provider_id=provider.id, refresh_token_encrypted=secret_box().encrypt("refresh-1"),
+                       access_token_encrypted=secret_box().encrypt("access-1"))
+    db.session.add(grant)
     db.session.commit()
     new_key = Fernet.generate_key().decode()
     app.extensions["spacemail.secret_box"] = SecretBox([new_key, TEST_KEY])  # the new key put first
     result = app.test_cli_runner().invoke(args=["rotate-keys"])
-    assert result.exit_code == 0 and "Re-encrypted 2 secret" in result.output
+    assert result.exit_code == 0 and "Re-encrypted 5 secret" in result.output
     app.extensions["spacemail.secret_box"] = SecretBox([new_key])  # the old key removed
     db.session.expire_all()
-    assert account.mailbox_settings().password == "pw-1"
+    assert secret_for(account) == "pw-1"
     assert profile(server).password == "smtp-pw"
+    assert SecretBox([new_key]).decrypt(db.session.get(OAuthProvider, provider.id).client_secret_encrypted) == \
+        "client-secret"
+    assert SecretBox([new_key]).decrypt(db.session.get(OAuthGrant, grant.id).refresh_token_encrypted) == "refresh-1"

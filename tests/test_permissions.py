@@ -14,6 +14,7 @@ from webapp.jobs import JobRun
 from webapp.auth.models import UserSession
 from webapp.notify.models import ContentEvent, Watch
 from webapp.notify.watches import unwatch_token
+from webapp.oauth.models import OAuthProvider
 from webapp.outgoing.models import SmtpTest
 from webapp.outgoing.queue import queue_mail
 from webapp.outgoing.servers import ServerData, create_server
@@ -185,6 +186,17 @@ MATRIX = [
     ("notify.reply_mailbox", "POST", {}, {}, ADMIN_ONLY),
     ("notify.unwatch", "GET", {"token": "unwatch_token"}, None, PUBLIC),
     ("notify.unwatch", "POST", {"token": "unwatch_token"}, {}, PUBLIC),
+    # Sign-in providers: system admins; Connect and its callback: anyone signed in, for their own forms (a bare
+    # request names no provider and no state: 400).
+    ("oauth.providers_page", "GET", {}, None, ADMIN_ONLY),
+    ("oauth.new_provider", "GET", {}, None, ADMIN_ONLY),
+    ("oauth.new_provider", "POST", {}, {}, ADMIN_ONLY),
+    ("oauth.edit_provider", "GET", {"provider_id": "provider"}, None, ADMIN_ONLY),
+    ("oauth.edit_provider", "POST", {"provider_id": "provider"}, {}, ADMIN_ONLY),
+    ("oauth.remove", "POST", {"provider_id": "provider"}, {}, ADMIN_ONLY),
+    ("oauth.connect", "POST", {}, {}, expect(user=400, viewer=400, other_admin=400, space_admin=400, sysadmin=400)),
+    ("oauth.callback", "GET", {}, None, expect(user=400, viewer=400, other_admin=400, space_admin=400,
+                                               sysadmin=400)),
 ]
 
 
@@ -240,13 +252,17 @@ def world(db, make_user):
     db.session.add(watch)
     viewer_session = UserSession(user_id=people["viewer"].id, key_hash="0" * 64)
     db.session.add(viewer_session)
+    provider = OAuthProvider(name="Provider", kind="generic", client_id="id", scopes="mail",
+                             authorization_endpoint="https://idp.example.com/auth",
+                             token_endpoint="https://idp.example.com/token")
+    db.session.add(provider)
     db.session.commit()
     ids = {"victim_role": victim_role.id, "victim": people["victim"].id, "job": run.id, "account": account.id,
            "connection_test": test_run.id, "message": message_id, "attachment": 3,
            "thread": db.session.get(Message, message_id).thread_id, "trashed": trashed_id,
            "smtp_server": server.id, "smtp_test": smtp_test.id, "outbound_mail": mail.id,
            "page": page.id, "watch": watch.id, "unwatch_token": unwatch_token(watch),
-           "viewer_session": viewer_session.id, "event": db.session.scalar(db.select(ContentEvent.id).limit(1))}
+           "viewer_session": viewer_session.id, "provider": provider.id, "event": db.session.scalar(db.select(ContentEvent.id).limit(1))}
     return SimpleNamespace(people=people, ids=ids)
 
 

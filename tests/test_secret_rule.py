@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.mailservers import make_ca
+from webapp.oauth.credentials import secret_for
 from webapp.archive.models import MailAccount
 from webapp.extensions import db
 from webapp.notify.models import ReplyMailbox
@@ -85,7 +86,7 @@ def test_mail_account(client, admin, what, change):
     # With the password typed again, the change is saved.
     assert client.post(url, data=dict(change(ACCOUNT), password="new-pw")).status_code == 302
     assert snapshot(account) != before
-    assert db.session.get(MailAccount, account.id).mailbox_settings().password == "new-pw"
+    assert secret_for(db.session.get(MailAccount, account.id)) == "new-pw"
 
 
 def test_mail_account_unrelated_edits_keep_the_password(client, admin):
@@ -96,7 +97,7 @@ def test_mail_account_unrelated_edits_keep_the_password(client, admin):
     assert saved.status_code == 302
     db.session.expire_all()
     account = db.session.get(MailAccount, account.id)
-    assert account.name == "Renamed" and account.mailbox_settings().password == "s3cret-pw"
+    assert account.name == "Renamed" and secret_for(account) == "s3cret-pw"
 
 
 @pytest.mark.parametrize("what, change", MAILBOX_CHANGES, ids=[c[0] for c in MAILBOX_CHANGES])

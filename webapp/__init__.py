@@ -19,7 +19,7 @@ from webapp.security import SecretBox, set_security_headers
 # that made every model import run the routes, and turned any import between two packages into a cycle.
 BLUEPRINTS = (("auth", ("routes",)), ("spaces", ("routes",)), ("admin", ("routes",)),
               ("archive", ("routes", "read_routes")), ("outgoing", ("routes",)), ("content", ("routes",)),
-              ("notify", ("routes",)))
+              ("notify", ("routes",)), ("oauth", ("routes",)))
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -54,6 +54,9 @@ def create_app(config: dict | None = None) -> Flask:
     from webapp.notify import events
 
     events.connect()
+    from webapp.oauth import notices
+
+    notices.connect()
     _register_login(app)
     _register_errors(app)
     _register_templates(app)

@@ -69,7 +69,10 @@ def register_key_rotation(app: Flask) -> None:
 def _secret_columns():
     from webapp.archive.models import ConnectionTest, MailAccount
     from webapp.notify.models import ReplyMailbox
+    from webapp.oauth.models import OAuthFlow, OAuthGrant, OAuthProvider
     from webapp.outgoing.models import SmtpServer
 
-    return [(ReplyMailbox, ReplyMailbox.password_encrypted), (MailAccount, MailAccount.password_encrypted), (ConnectionTest, ConnectionTest.password_encrypted),
+    return [(OAuthProvider, OAuthProvider.client_secret_encrypted), (OAuthGrant, OAuthGrant.refresh_token_encrypted),
+            (OAuthGrant, OAuthGrant.access_token_encrypted), (OAuthFlow, OAuthFlow.verifier_encrypted),
+            (ReplyMailbox, ReplyMailbox.password_encrypted), (MailAccount, MailAccount.password_encrypted), (ConnectionTest, ConnectionTest.password_encrypted),
             (SmtpServer, SmtpServer.password_encrypted)]

@@ -79,6 +79,13 @@ class Config:
         self.MAIL_MARK_EVERY = int(_env("MAIL_MARK_EVERY", "50"))
         # A row left in "sending" this long (its worker died) goes back to the queue.
         self.MAIL_SENDING_TIMEOUT_SECONDS = int(_env("MAIL_SENDING_TIMEOUT_SECONDS", "900"))
+        # Sign-in providers (OAuth 2.0): how long a provider may take, how early workers renew an access token,
+        # client secrets from the environment (SPACEMAIL_OAUTH_SECRET_<PROVIDER NAME>), and plain http to a
+        # loopback provider (the tests' own authorization server; never for a real one).
+        self.OAUTH_TIMEOUT_SECONDS = float(_env("OAUTH_TIMEOUT_SECONDS", "15"))
+        self.OAUTH_REFRESH_AHEAD_SECONDS = float(_env("OAUTH_REFRESH_AHEAD_SECONDS", "300"))
+        self.OAUTH_CLIENT_SECRETS = {k: v for k, v in os.environ.items() if k.startswith("SPACEMAIL_OAUTH_SECRET_")}
+        self.OAUTH_ALLOW_HTTP_LOOPBACK = _env("OAUTH_ALLOW_HTTP_LOOPBACK", "") == "1"
         self.MAX_CONTENT_LENGTH = int(_env("MAX_UPLOAD_MB", "1024")) * 1024 * 1024  # mbox imports
 
 

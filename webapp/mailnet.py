@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 
 from cryptography import x509
 from flask import current_app
+from sqlalchemy import ForeignKey
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webapp.errors import UserError
@@ -15,6 +16,41 @@ from webapp.security import secret_box
 
 _FORBIDDEN = ("\r", "\n", "\x00")
 IMPLICIT_TLS, STARTTLS, PLAIN = "tls", "starttls", "none"
+# How a connection signs in: "password", "oauth:<provider id>" (a person signed in with the provider) or
+# "app:<provider id>" (the provider's app-only access, client credentials). What the session sends is then a
+# password or a bearer token (SASL XOAUTH2 or OAUTHBEARER, RFC 7628).
+PASSWORD, OAUTH, APP = "password", "oauth", "app"
+XOAUTH2, OAUTHBEARER = "XOAUTH2", "OAUTHBEARER"
+
+
+def auth_kind(auth_method: str | None) -> str:
+    """password, oauth or app, from a stored or typed authentication choice."""
+    kind = (auth_method or PASSWORD).split(":", 1)[0]
+    return kind if kind in (OAUTH, APP) else PASSWORD
+
+
+def auth_provider_id(auth_method: str | None) -> int | None:
+    kind, _, rest = (auth_method or "").partition(":")
+    return int(rest) if kind in (OAUTH, APP) and rest.isdigit() and len(rest) < 10 else None
+
+
+def oauth_mechanism(offered) -> str | None:
+    """The SASL mechanism for a bearer token among those the server advertises: the standard one first."""
+    offered = {m.upper() for m in offered}
+    return next((m for m in (OAUTHBEARER, XOAUTH2) if m in offered), None)
+
+
+def oauth_response(mechanism: str, user: str, token: str, host: str, port: int) -> bytes:
+    """The client's SASL message for a bearer token (RFC 7628 §3.1 for OAUTHBEARER; Google's XOAUTH2)."""
+    if mechanism == OAUTHBEARER:
+        return f"n,a={user.replace('=', '=3D').replace(',', '=2C')},\x01host={host}\x01port={port}\x01" \
+               f"auth=Bearer {token}\x01\x01".encode()
+    return f"user={user}\x01auth=Bearer {token}\x01\x01".encode()
+
+
+def oauth_abort(mechanism: str) -> bytes:
+    """What a client answers to the server's error challenge, so the server can say no (RFC 7628 §3.2.3)."""
+    return b"\x01" if mechanism == OAUTHBEARER else b""
 
 
 class MailboxError(UserError):
@@ -36,12 +72,13 @@ class Endpoint:
     username: str
     security: str  # tls, starttls, none
     trusted_ca_pem: str = ""
+    auth: str = PASSWORD  # password, oauth:<provider>, app:<provider>
 
     @classmethod
     def of(cls, protocol: str, host: str, port: int, username: str | None, security: str,
-           trusted_ca_pem: str | None) -> "Endpoint":
+           trusted_ca_pem: str | None, auth: str | None = None) -> "Endpoint":
         return cls(protocol, (host or "").strip().lower().rstrip("."), int(port or 0), username or "", security,
-                   (trusted_ca_pem or "").strip())
+                   (trusted_ca_pem or "").strip(), auth or PASSWORD)
 
 
 def mailbox_security(protocol: str, require_starttls: bool) -> str:
@@ -56,13 +93,15 @@ def needs_secret_again(stored: Endpoint | None, wanted: Endpoint, has_stored_sec
 
 
 def secret_again_message(stored: Endpoint | None, wanted: Endpoint, has_stored_secret: bool) -> str:
+    oauth = auth_kind(wanted.auth) == OAUTH
     if stored is None or not has_stored_secret:
-        return "Enter the mailbox password."
+        return "Connect the mailbox with its provider (the Connect button)." if oauth else "Enter the mailbox password."
     changed = [label for label, field in (("protocol", "protocol"), ("host", "host"), ("port", "port"),
                                           ("username", "username"), ("encryption", "security"),
-                                          ("trusted CA certificate", "trusted_ca_pem"))
+                                          ("trusted CA certificate", "trusted_ca_pem"), ("authentication", "auth"))
                if getattr(stored, field) != getattr(wanted, field)]
-    return f"You changed the {', '.join(changed)}: enter the password again, so it goes only where you meant it to."
+    again = "connect with the provider again" if oauth else "enter the password again"
+    return f"You changed the {', '.join(changed)}: {again}, so the sign-in goes only where you meant it to."
 
 
 @dataclass
@@ -77,21 +116,30 @@ class ConnectionData:
     require_starttls: bool
     folder: str
     trusted_ca_pem: str
+    auth_method: str = PASSWORD
+    oauth_ticket: str = ""  # names a sign-in with the provider just finished in this form (webapp/oauth)
 
     @property
     def endpoint(self) -> Endpoint:
         return Endpoint.of(self.protocol, self.host, self.port, self.username,
-                           mailbox_security(self.protocol, self.require_starttls), self.trusted_ca_pem)
+                           mailbox_security(self.protocol, self.require_starttls), self.trusted_ca_pem,
+                           self.auth_method)
 
     @classmethod
     def from_stored(cls, values: dict, trusted_ca_pem: str | None) -> "ConnectionData":
         """Rebuilt from what a Test Connection stored (no password; other keys ignored)."""
-        names = {f.name for f in fields(cls)} - {"password", "trusted_ca_pem"}
+        names = {f.name for f in fields(cls)} - {"password", "trusted_ca_pem", "oauth_ticket"}
         return cls(password="", trusted_ca_pem=trusted_ca_pem or "", **{k: v for k, v in values.items() if k in names})
 
+    @property
+    def fresh_secret(self) -> bool:
+        """A password typed, a sign-in just made, or app-only access (the provider's own secret, the admin's)."""
+        kind = auth_kind(self.auth_method)
+        return bool(self.password) if kind == PASSWORD else bool(self.oauth_ticket) if kind == OAUTH else True
+
     def secret_problem(self, stored: Endpoint | None, has_stored_secret: bool) -> str | None:
-        """Why the password must be typed again for this endpoint, or None when the stored one may be reused."""
-        if self.password or not needs_secret_again(stored, self.endpoint, has_stored_secret):
+        """Why the secret must be given again for this endpoint, or None when the stored one may be reused."""
+        if self.fresh_secret or not needs_secret_again(stored, self.endpoint, has_stored_secret):
             return None
         return secret_again_message(stored, self.endpoint, has_stored_secret)
 
@@ -107,6 +155,7 @@ class MailboxSettings:
     folder: str = "INBOX"
     trusted_ca_pem: str | None = None
     timeout: float = 30.0
+    auth: str = PASSWORD  # password, or oauth: `password` then holds a bearer token
 
     @property
     def implicit_tls(self) -> bool:
@@ -124,7 +173,32 @@ class MailboxSettings:
         return f"MailboxSettings({self.protocol}://{self.username}@{self.host}:{self.port})"
 
 
-class MailConnection:
+class SignIn:
+    """How a stored connection signs in (mailboxes and SMTP servers alike): a password, or an OAuth grant."""
+
+    auth_method: Mapped[str] = mapped_column(db.String(20), default=PASSWORD)
+    oauth_grant_id: Mapped[int | None] = mapped_column(ForeignKey("oauth_grants.id", ondelete="SET NULL"))
+
+    @property
+    def has_stored_secret(self) -> bool:
+        if auth_kind(self.auth_method) == PASSWORD:
+            return bool(self.password_encrypted)
+        return self.oauth_grant_id is not None
+
+    def apply_sign_in(self, auth_method: str, password: str, grant_id: int | None) -> None:
+        """A new password is encrypted; a new grant replaces the old; switching kind drops the other secret."""
+        self.auth_method = auth_method or PASSWORD
+        if auth_kind(self.auth_method) == PASSWORD:
+            self.oauth_grant_id = None
+            if password:
+                self.password_encrypted = secret_box().encrypt(password)
+        else:
+            self.password_encrypted = None
+            if grant_id is not None:
+                self.oauth_grant_id = grant_id
+
+
+class MailConnection(SignIn):
     """Columns and behaviour every stored mailbox shares (mail accounts, the reply mailbox): built in one place."""
 
     protocol: Mapped[str] = mapped_column(db.String(8), default="imaps")
@@ -138,29 +212,28 @@ class MailConnection:
     @property
     def endpoint(self) -> Endpoint:
         return Endpoint.of(self.protocol, self.host, self.port, self.username,
-                           mailbox_security(self.protocol, self.require_starttls), self.trusted_ca_pem)
+                           mailbox_security(self.protocol, self.require_starttls), self.trusted_ca_pem,
+                           self.auth_method)
 
-    def apply_connection(self, data) -> None:
-        """Copy the connection fields of `data` (AccountData-like) and encrypt a newly typed password."""
+    def apply_connection(self, data, grant_id: int | None = None) -> None:
+        """Copy the connection fields of `data` (AccountData-like), and the new password or grant."""
         self.protocol, self.host, self.port = data.protocol, data.host.strip().lower(), data.port
         self.username, self.folder = data.username, data.folder or "INBOX"
         self.require_starttls = data.require_starttls if data.protocol in ("pop", "imap") else False
         self.trusted_ca_pem = data.trusted_ca_pem or None
-        if data.password:
-            self.password_encrypted = secret_box().encrypt(data.password)
-
-    def mailbox_settings(self, timeout: float | None = None) -> MailboxSettings:
-        return settings_for(self, secret_box().decrypt(self.password_encrypted), timeout)
+        self.apply_sign_in(data.auth_method, data.password, grant_id)
 
 
-def settings_for(values, password: str, timeout: float | None = None) -> MailboxSettings:
-    """MailboxSettings from anything with the connection fields (a stored mailbox, a form's data)."""
+def settings_for(values, secret: str, timeout: float | None = None) -> MailboxSettings:
+    """MailboxSettings from anything with the connection fields (a stored mailbox, a form's data); `secret` is
+    the password or, for a connection that signs in with a provider, a current access token."""
     protocol = values.protocol
     return MailboxSettings(
         protocol=protocol, host=values.host.strip().lower(), port=int(values.port), username=values.username,
-        password=password, require_starttls=bool(values.require_starttls) and protocol in ("pop", "imap"),
+        password=secret, require_starttls=bool(values.require_starttls) and protocol in ("pop", "imap"),
         folder=values.folder or "INBOX", trusted_ca_pem=values.trusted_ca_pem or None,
         timeout=timeout if timeout is not None else current_app.config["MAIL_TIMEOUT_SECONDS"],
+        auth=PASSWORD if auth_kind(getattr(values, "auth_method", None)) == PASSWORD else OAUTH,
     )
 
 
@@ -172,6 +245,9 @@ def check_fields(settings: MailboxSettings) -> None:
             raise MailboxError("invalid", f"The {label} contains a line break or NUL character.")
     if not 0 < settings.port < 65536:
         raise MailboxError("invalid", "The port must be between 1 and 65535.")
+    if settings.auth == OAUTH and not (settings.implicit_tls or settings.uses_starttls):
+        raise MailboxError("oauth_needs_tls", "Signing in with a provider needs an encrypted connection: choose "
+                                              "IMAPS or POPS, or require STARTTLS. A token never goes in plain text.")
 
 
 def parse_allowlist(text: str) -> tuple[list, set[str]]:

@@ -8,4 +8,5 @@ from webapp.archive.models import (  # noqa: F401
 )
 from webapp.outgoing.models import OutboundMail, SmtpServer, SmtpTest  # noqa: F401
 from webapp.content.models import Comment, Page, PageVersion  # noqa: F401
+from webapp.oauth.models import OAuthFlow, OAuthGrant, OAuthProvider  # noqa: F401
 from webapp.notify.models import ContentEvent, ReplyMailbox, ReplyReceipt, Watch  # noqa: F401

@@ -12,3 +12,7 @@ content_changed = _signals.signal("content-changed")
 
 # sender: the Space; kwargs: user, who may have lost the right to view it (a role removed or lowered).
 access_changed = _signals.signal("access-changed")
+
+# sender: the OAuthGrant whose refresh the provider refused (now "Reconnect needed"), after that was committed.
+# webapp.oauth.notices tells the people who can connect it again, once.
+grant_needs_reconnect = _signals.signal("grant-needs-reconnect")

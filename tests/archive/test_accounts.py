@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 
 from tests.archive.helpers import allow_loopback, message
 from tests.archive.test_fetch import fetch_once
+from webapp.oauth.credentials import mailbox_settings, secret_for
 from webapp.archive import services
 from webapp.archive.models import FetchRun, MailAccount, Message
 from webapp.settings import SiteSettings
@@ -35,8 +36,8 @@ def test_create_account_encrypts_the_password_and_never_renders_it(client, team,
     assert response.status_code == 302
     saved = account(db)
     assert saved.password_encrypted and "s3cret-pw" not in saved.password_encrypted
-    assert saved.mailbox_settings().password == "s3cret-pw"
-    assert "s3cret-pw" not in repr(saved.mailbox_settings())
+    assert secret_for(saved) == "s3cret-pw"
+    assert "s3cret-pw" not in repr(mailbox_settings(saved))
     page = client.get("/spaces/TEAM/mail-accounts").get_data(as_text=True)
     assert "Support inbox" in page and "mail.example.org:993" in page
     edit = client.get(f"/spaces/TEAM/mail-accounts/{saved.id}/edit").get_data(as_text=True)
@@ -89,10 +90,10 @@ def test_changing_where_to_sign_in_needs_the_password_again(client, team, db):
     kept = client.post(url, data={**GOOD, "description": "new words", "password": ""})
     assert kept.status_code == 302
     db.session.refresh(saved)
-    assert saved.description == "new words" and saved.mailbox_settings().password == "s3cret-pw"
+    assert saved.description == "new words" and secret_for(saved) == "s3cret-pw"
     client.post(url, data={**GOOD, "host": "mail2.example.org", "password": "other-pw"})
     db.session.refresh(saved)
-    assert saved.host == "mail2.example.org" and saved.mailbox_settings().password == "other-pw"
+    assert saved.host == "mail2.example.org" and secret_for(saved) == "other-pw"
 
 
 def test_remove_asks_first_and_keeps_the_archive(client, team, make_user, dovecot, db, run_jobs):

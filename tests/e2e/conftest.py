@@ -71,7 +71,8 @@ def worker_process(app, tmp_path):
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SPACEMAIL_DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
            "SPACEMAIL_REDIS_URL": app.config["REDIS_URL"], "SPACEMAIL_ENCRYPTION_KEYS": TEST_KEY,
-           "SPACEMAIL_SECRET_KEY": "test", "SPACEMAIL_INSTANCE_DIR": str(tmp_path)}
+           "SPACEMAIL_SECRET_KEY": "test", "SPACEMAIL_INSTANCE_DIR": str(tmp_path),
+           "SPACEMAIL_OAUTH_ALLOW_HTTP_LOOPBACK": "1"}  # the tests' own authorization server is on loopback
     log = open(tmp_path / "worker.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "rq.cli", "worker", "--with-scheduler", "-u", app.config["REDIS_URL"],
                              app.config["RQ_QUEUE"]], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -13,7 +13,10 @@ from webapp.archive.models import (
 )
 from webapp.archive.services import archiving_enabled
 from webapp.extensions import db
-from webapp.mailnet import MailboxError
+from webapp.mailnet import PASSWORD, MailboxError, auth_kind
+from webapp.oauth.credentials import mailbox_settings
+from webapp.oauth.models import OAuthGrant
+from webapp.oauth.tokens import refresh
 from webapp.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -91,47 +94,74 @@ def _batches(items, count: int, max_bytes: int):
         yield batch
 
 
+RECONNECTS = 3  # sessions a provider's server may end (an access token's end) before the fetch gives up
+
+
+def _open(account: MailAccount, retried: bool):
+    """A session with the current secret: for a provider's sign-in a token refreshed when it expires soon, and once
+    more, forced, when the server refuses it (revoked or expired early at the provider)."""
+    try:
+        return open_session(mailbox_settings(account))
+    except MailboxError as exc:
+        if exc.kind != "token_refused" or retried or account.oauth_grant_id is None:
+            raise
+    refresh(db.session.get(OAuthGrant, account.oauth_grant_id), force=True)
+    return open_session(mailbox_settings(account))
+
+
 def _fetch_all(run: FetchRun, account: MailAccount, owner: str) -> None:
-    settings = account.mailbox_settings()
-    config = current_app.config
+    oauth, reconnects = auth_kind(account.auth_method) != PASSWORD, 0
     while True:  # one pass per session; POP3 ends its session at every batch's QUIT
-        session = open_session(settings)
+        session = _open(account, retried=reconnects > 0)
         try:
-            items = session.list_messages()
-            if session.settings.is_imap:
-                _check_uidvalidity(account, session.uidvalidity)
-            if run.total is None:
-                run.total = sum(not i.flagged_deleted for i in items)
-            seen = _seen(account.id, [i.server_id for i in items])
-            leftovers = [i for i in items if i.server_id in seen and not seen[i.server_id].deleted_on_server]
-            if leftovers and not account.keep_on_server:
-                _delete(session, leftovers, seen, run)  # archived before a crash, not yet removed
-                if session.deletes_end_session:
-                    continue
-            todo = [i for i in items if i.server_id not in seen and not i.flagged_deleted]
-            if not todo:
+            if _one_pass(run, account, owner, session):
                 return
-            removed: list[str] = []  # removed on the server: noted with the next commit (a lost note is harmless)
-            for batch in _batches(todo, config["FETCH_BATCH_SIZE"], config["FETCH_BATCH_BYTES"]):
-                stored = _store_batch(run, account, session, batch)
-                _note_removed(account.id, removed)
-                if not renew_lease(account.id, owner):
-                    db.session.rollback()
-                    raise MailboxError("lease_lost", "Another worker took over this account's fetch.")
-                db.session.commit()  # one commit a batch: durable in the archive before anything is deleted
-                removed = []
-                if not account.keep_on_server:
-                    items = [i for i in batch if i.server_id in stored]
-                    session.delete(items)
-                    removed, run.deleted = [i.server_id for i in items], run.deleted + len(items)
-                    if session.deletes_end_session:
-                        break
-            _note_removed(account.id, removed)
-            db.session.commit()
-            if not session.deletes_end_session or not removed:
-                return
+        except MailboxError as exc:
+            # Microsoft ends a session when its token runs out: sign in again with a fresh one and go on where the
+            # last commit left off (each batch is committed before its messages are removed, so nothing is lost).
+            if not oauth or exc.kind != "closed" or reconnects >= RECONNECTS:
+                raise
+            db.session.rollback()
+            reconnects += 1
         finally:
             session.close()
+
+
+def _one_pass(run: FetchRun, account: MailAccount, owner: str, session) -> bool:
+    """One session's work; True when the fetch is done, False when a new session must go on (POP3)."""
+    config = current_app.config
+    items = session.list_messages()
+    if session.settings.is_imap:
+        _check_uidvalidity(account, session.uidvalidity)
+    if run.total is None:
+        run.total = sum(not i.flagged_deleted for i in items)
+    seen = _seen(account.id, [i.server_id for i in items])
+    leftovers = [i for i in items if i.server_id in seen and not seen[i.server_id].deleted_on_server]
+    if leftovers and not account.keep_on_server:
+        _delete(session, leftovers, seen, run)  # archived before a crash, not yet removed
+        if session.deletes_end_session:
+            return False
+    todo = [i for i in items if i.server_id not in seen and not i.flagged_deleted]
+    if not todo:
+        return True
+    removed: list[str] = []  # removed on the server: noted with the next commit (a lost note is harmless)
+    for batch in _batches(todo, config["FETCH_BATCH_SIZE"], config["FETCH_BATCH_BYTES"]):
+        stored = _store_batch(run, account, session, batch)
+        _note_removed(account.id, removed)
+        if not renew_lease(account.id, owner):
+            db.session.rollback()
+            raise MailboxError("lease_lost", "Another worker took over this account's fetch.")
+        db.session.commit()  # one commit a batch: durable in the archive before anything is deleted
+        removed = []
+        if not account.keep_on_server:
+            items = [i for i in batch if i.server_id in stored]
+            session.delete(items)
+            removed, run.deleted = [i.server_id for i in items], run.deleted + len(items)
+            if session.deletes_end_session:
+                break
+    _note_removed(account.id, removed)
+    db.session.commit()
+    return not session.deletes_end_session or not removed
 
 
 def _check_uidvalidity(account: MailAccount, uidvalidity: int) -> None:

@@ -12,9 +12,10 @@ from webapp.archive.models import PROTOCOLS
 from webapp.archive.services import AccountData
 from webapp.formtools import HOST_RE, hostname, no_control_chars, no_line_breaks, pem_certificates, strip
 from webapp.mailnet import ConnectionData
+from webapp.oauth.forms import SignInFields
 
 
-class AccountForm(FlaskForm):
+class AccountForm(SignInFields, FlaskForm):
     name = StringField("Account name", validators=[InputRequired(), Length(max=100), no_control_chars],
                        filters=[strip])
     description = TextAreaField("Description", validators=[Optional(), Length(max=1000)], filters=[strip])
@@ -41,6 +42,7 @@ class AccountForm(FlaskForm):
             protocol=self.protocol.data, host=self.host.data, port=self.port.data, username=self.username.data,
             password=self.password.data or "", require_starttls=self.require_starttls.data,
             folder=self.folder.data or "INBOX", trusted_ca_pem=self.trusted_ca_pem.data or "",
+            auth_method=self.auth_method.data or "password", oauth_ticket=self.oauth_ticket.data or "",
         )
 
     def data_object(self) -> AccountData:

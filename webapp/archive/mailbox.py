@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass, field
 
 from webapp.mailnet import (
-    MailboxError, MailboxSettings, checked_address, check_fields, connect_socket, describe_untrusted,
-    peek_certificate, timed_out, tls_context,
+    OAUTH, MailboxError, MailboxSettings, checked_address, check_fields, connect_socket, describe_untrusted,
+    oauth_abort, oauth_mechanism, oauth_response, peek_certificate, timed_out, tls_context,
 )
 
 MAX_LINE = 64 * 1024 * 1024  # a single line of a message may be long (base64 without wraps, HTML)
@@ -80,6 +80,17 @@ def starttls_missing() -> MailboxError:
 
 def login_refused() -> MailboxError:
     return MailboxError("login_refused", "The server refused the username or password.")
+
+
+def token_refused() -> MailboxError:
+    return MailboxError("token_refused", "The server refused the access token for this username. Check that the "
+                                         "username is the mailbox you signed in as (or one it may open), and that "
+                                         "the mailbox allows IMAP or POP access.")
+
+
+def oauth_not_offered(kind: str) -> MailboxError:
+    return MailboxError("oauth_not_offered", f"The {kind} server offers no sign-in with a token (XOAUTH2 or "
+                                             "OAUTHBEARER): use a password for it, or check the host.")
 
 
 class _MailboxInUse(Exception):
@@ -183,13 +194,28 @@ class POP3Session:
         if isinstance(self.pop.sock, ssl.SSLSocket):
             self.info.tls_version = self.pop.sock.version()
         try:
-            self.pop.user(settings.username)
-            self.pop.pass_(settings.password)
+            if settings.auth == OAUTH:
+                self._sign_in_with_token(settings, capabilities)
+            else:
+                self.pop.user(settings.username)
+                self.pop.pass_(settings.password)
         except poplib.error_proto as exc:
             if exc.args and isinstance(exc.args[0], bytes) and exc.args[0].startswith(b"-ERR [IN-USE]"):
                 raise _MailboxInUse() from None
-            raise login_refused() from None
+            raise (token_refused() if settings.auth == OAUTH else login_refused()) from None
         self.info.message_count = self.pop.stat()[0]
+
+    def _sign_in_with_token(self, settings: MailboxSettings, capabilities: dict) -> None:
+        """AUTH (RFC 5034) with XOAUTH2 or OAUTHBEARER; the response on its own line, as Microsoft's servers want."""
+        mechanism = oauth_mechanism(capabilities.get("SASL", []))
+        if mechanism is None:
+            raise oauth_not_offered("POP3")
+        self.pop._shortcmd(f"AUTH {mechanism}")  # "+ ": the server waits for the client's response
+        message = oauth_response(mechanism, settings.username, settings.password, settings.host, settings.port)
+        answer = self.pop._shortcmd(base64.b64encode(message).decode("ascii"))
+        if not answer.startswith(b"+OK"):  # "+ <error>": answer it, and the server says -ERR
+            self.pop._shortcmd(base64.b64encode(oauth_abort(mechanism)).decode("ascii"))
+            raise poplib.error_proto(b"-ERR token refused")
 
     def _capabilities(self) -> dict:
         try:
@@ -252,8 +278,11 @@ class POP3Session:
 
     def close(self) -> None:
         if self.open:
-            with contextlib.suppress(Exception):
+            try:
                 self.pop.quit()
+            except Exception:  # a session the server dropped: quit() raises before it closes the socket
+                with contextlib.suppress(Exception):
+                    self.pop.close()
         self.open = False
 
 
@@ -295,13 +324,16 @@ class IMAPSession:
             self.imap.starttls(context)
         if isinstance(self.imap.sock, ssl.SSLSocket):
             self.info.tls_version = self.imap.sock.version()
-        if "LOGINDISABLED" in self.imap.capabilities:
-            raise MailboxError("login_refused", "The server allows no sign-in without TLS: require STARTTLS "
-                                                "or use IMAPS.")
-        try:
-            self.imap.login(settings.username, settings.password)
-        except imaplib.IMAP4.error:
-            raise login_refused() from None
+        if settings.auth == OAUTH:
+            self._sign_in_with_token(settings)
+        else:
+            if "LOGINDISABLED" in self.imap.capabilities:
+                raise MailboxError("login_refused", "The server allows no sign-in without TLS: require STARTTLS "
+                                                    "or use IMAPS.")
+            try:
+                self.imap.login(settings.username, settings.password)
+            except imaplib.IMAP4.error:
+                raise login_refused() from None
         self.info.capabilities = sorted(self.imap.capability()[1][0].decode("ascii", "replace").split())
         typ, data = self.imap.select('"%s"' % imap_utf7(settings.folder).replace("\\", "\\\\").replace('"', '\\"'))
         if typ != "OK":
@@ -309,6 +341,18 @@ class IMAPSession:
         self.info.message_count = int(data[0] or 0)
         self.uidvalidity = int(self.imap.response("UIDVALIDITY")[1][0])
         self.uidplus = "UIDPLUS" in self.info.capabilities
+
+    def _sign_in_with_token(self, settings: MailboxSettings) -> None:
+        """AUTHENTICATE XOAUTH2 or OAUTHBEARER, whichever the server advertises (OAUTHBEARER, the standard, first)."""
+        mechanism = oauth_mechanism(c[5:] for c in self.imap.capabilities if c.startswith("AUTH="))
+        if mechanism is None:
+            raise oauth_not_offered("IMAP")
+        message = oauth_response(mechanism, settings.username, settings.password, settings.host, settings.port)
+        answers = iter([message])
+        try:  # a second challenge is the server's error: answer it so the server ends the exchange with NO
+            self.imap.authenticate(mechanism, lambda _challenge: next(answers, oauth_abort(mechanism)))
+        except imaplib.IMAP4.error:
+            raise token_refused() from None
 
     def list_messages(self) -> list[ServerMessage]:
         """Every message, with its \\Deleted flag: the caller leaves other clients' pending deletions alone but
@@ -365,8 +409,11 @@ class IMAPSession:
 
     def close(self) -> None:
         if self.open:
-            with contextlib.suppress(Exception):
+            try:
                 self.imap.logout()
+            except Exception:  # a session the server dropped: logout() raises before it closes the socket
+                with contextlib.suppress(Exception):
+                    self.imap.shutdown()
         self.open = False
 
 

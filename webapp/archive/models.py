@@ -28,7 +28,7 @@ class MailAccount(MailConnection, db.Model):
     space_id: Mapped[int] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(db.String(100))
     description: Mapped[str] = mapped_column(db.Text, default="")
-    password_encrypted: Mapped[str] = mapped_column(db.Text)
+    password_encrypted: Mapped[str | None] = mapped_column(db.Text)  # None when it signs in with a provider
     enabled: Mapped[bool] = mapped_column(default=True)
     keep_on_server: Mapped[bool] = mapped_column(default=False)
     imap_uidvalidity: Mapped[int | None] = mapped_column(BigInteger)

@@ -8,6 +8,8 @@ from webapp.archive.models import DEFAULT_PORTS, RUN_ACTIVE, MailAccount
 from webapp.extensions import db, limiter
 from webapp.htmx import page_or_partial, partial, switch_response, wanted_on
 from webapp.jobs import JobRun
+from webapp.oauth.credentials import choices, grant_of
+from webapp.oauth.forms import restored_form
 from webapp.params import form_id
 from webapp.spaces.access import space_for
 from webapp.spaces.models import ADMIN
@@ -43,20 +45,25 @@ def accounts(key):
 
 
 def _account_form_page(space, form, account=None):
+    back = (url_for("archive.edit_account", key=space.key, account_id=account.id) if account
+            else url_for("archive.new_account", key=space.key))
     return render_template("archive/account_form.html", space=space, form=form, account=account,
-                           default_ports=DEFAULT_PORTS)
+                           default_ports=DEFAULT_PORTS, grant=grant_of(account) if account else None, return_to=back)
 
 
 @bp.route("/spaces/<key>/mail-accounts/new", methods=["GET", "POST"])
 @login_required
 def new_account(key):
     space = archive_space(key, ADMIN)
-    form = AccountForm()
-    if request.method == "GET":
-        form.port.data = DEFAULT_PORTS[form.protocol.data]
+    form = restored_form(AccountForm)
+    if form is None:
+        form = AccountForm()
+        if request.method == "GET":
+            form.port.data = DEFAULT_PORTS[form.protocol.data]
+    form.offer_sign_in(choices())
     if form.validate_on_submit():
         try:
-            account = services.create_account(space, form.data_object())
+            account = services.create_account(space, form.data_object(), current_user)
         except services.ArchiveError as exc:
             db.session.rollback()
             form.form_errors.append(str(exc))
@@ -73,11 +80,12 @@ def new_account(key):
 def edit_account(key, account_id):
     space = archive_space(key, ADMIN)
     account = _account(space, account_id)
-    form = AccountForm(obj=account)
+    form = restored_form(AccountForm, obj=account) or AccountForm(obj=account)
+    form.offer_sign_in(choices())
     form.submit.label.text = "Save"
     if form.validate_on_submit():
         try:
-            services.update_account(account, form.data_object())
+            services.update_account(account, form.data_object(), current_user)
         except services.ArchiveError as exc:
             db.session.rollback()
             form.password.errors.append(str(exc))
@@ -141,6 +149,7 @@ def test_connection(key):
     account_id = form_id("account_id")
     account = _account(space, account_id) if account_id else None
     form = AccountForm()
+    form.offer_sign_in(choices())
     error, run = None, None
     if form.validate_on_submit():
         try:

@@ -13,7 +13,10 @@ from webapp.archive.models import (
 from webapp.errors import UserError
 from webapp.extensions import db
 from webapp.jobs import FETCH_ACCOUNT, TEST_CONNECTION, JobRun, enqueue_after_commit, start_job
-from webapp.mailnet import ConnectionData, Endpoint, MailboxError, settings_for
+from webapp.mailnet import PASSWORD, ConnectionData, Endpoint, MailboxError, auth_kind, mailbox_security, settings_for
+from webapp.oauth.credentials import SignInChoiceError, resolve
+from webapp.oauth.models import GRANT_RECONNECT, OAuthGrant
+from webapp.oauth.tokens import access_token
 from webapp.security import secret_box
 from webapp.settings import SiteSettings
 from webapp.spaces.models import SITE, Space
@@ -34,8 +37,9 @@ class AccountData(ConnectionData):
     keep_on_server: bool = False
 
     def connection(self) -> dict:
-        """The connection fields alone, as a Test Connection stores them (without the password)."""
-        return {f.name: getattr(self, f.name) for f in fields(ConnectionData) if f.name != "password"}
+        """The connection fields alone, as a Test Connection stores them (without the password or ticket)."""
+        return {f.name: getattr(self, f.name) for f in fields(ConnectionData)
+                if f.name not in ("password", "oauth_ticket")}
 
 
 def archiving_enabled() -> bool:
@@ -67,10 +71,19 @@ def _name_taken(space: Space, name: str, except_id: int | None = None) -> bool:
     return db.session.scalar(query) is not None
 
 
-def _apply(account: MailAccount, data: AccountData) -> None:
+def _apply(account: MailAccount, data: AccountData, grant_id: int | None) -> None:
     account.name, account.description = data.name, data.description
     account.keep_on_server = data.keep_on_server
-    account.apply_connection(data)
+    account.apply_connection(data, grant_id)
+
+
+def grant_for(data: ConnectionData, user, stored_grant_id: int | None = None) -> int | None:
+    """The provider's grant the form's values sign in with (webapp/oauth), or None for a password or to keep it."""
+    encrypted = mailbox_security(data.protocol, data.require_starttls) != "none"
+    try:
+        return resolve(data, user, data.host, encrypted, stored_grant_id)
+    except SignInChoiceError as exc:
+        raise ArchiveError(str(exc)) from None
 
 
 def check_secret(stored: Endpoint | None, data: AccountData, has_stored_secret: bool) -> None:
@@ -80,26 +93,27 @@ def check_secret(stored: Endpoint | None, data: AccountData, has_stored_secret: 
         raise ArchiveError(problem)
 
 
-def create_account(space: Space, data: AccountData) -> MailAccount:
+def create_account(space: Space, data: AccountData, user=None) -> MailAccount:
     require_site_space(space)
     if _name_taken(space, data.name):
         raise ArchiveError("This space already has a mail account with that name.")
     check_secret(None, data, False)
     account = MailAccount(space_id=space.id)
-    _apply(account, data)
+    _apply(account, data, grant_for(data, user))
     db.session.add(account)
     db.session.flush()
     return account
 
 
-def update_account(account: MailAccount, data: AccountData) -> None:
+def update_account(account: MailAccount, data: AccountData, user=None) -> None:
     space = db.session.get(Space, account.space_id)
     if _name_taken(space, data.name, account.id):
         raise ArchiveError("This space already has a mail account with that name.")
-    check_secret(account.endpoint, data, bool(account.password_encrypted))
+    check_secret(account.endpoint, data, account.has_stored_secret)
+    grant_id = grant_for(data, user, account.oauth_grant_id)
     if account.endpoint != data.endpoint:
         account.imap_uidvalidity = None
-    _apply(account, data)
+    _apply(account, data, grant_id)
 
 
 def remove_account(account: MailAccount) -> None:
@@ -115,13 +129,17 @@ def start_connection_test(space: Space, data: AccountData, user, account: MailAc
     """Queue a test of the form's values without saving them; the password goes encrypted, never as an argument."""
     require_site_space(space)
     stored = account.endpoint if account is not None else None
-    check_secret(stored, data, account is not None and bool(account.password_encrypted))
-    password = data.password or secret_box().decrypt(account.password_encrypted)
-    run = start_job("connection-test", TEST_CONNECTION, user=user)
+    check_secret(stored, data, account is not None and account.has_stored_secret)
     settings = {k: v for k, v in data.connection().items() if k != "trusted_ca_pem"}
+    password = None
+    if auth_kind(data.auth_method) == PASSWORD:
+        password = secret_box().encrypt(data.password or secret_box().decrypt(account.password_encrypted))
+    else:  # the grant is named, never a token: the worker gets a current one
+        stored_grant = account.oauth_grant_id if account is not None else None
+        settings["oauth_grant_id"] = grant_for(data, user, stored_grant) or stored_grant
+    run = start_job("connection-test", TEST_CONNECTION, user=user)
     db.session.add(ConnectionTest(job_run_id=run.id, space_id=space.id, settings=settings,
-                                  password_encrypted=secret_box().encrypt(password),
-                                  trusted_ca_pem=data.trusted_ca_pem or None))
+                                  password_encrypted=password, trusted_ca_pem=data.trusted_ca_pem or None))
     return run
 
 
@@ -135,7 +153,9 @@ def run_connection_test(run: JobRun) -> None:
     test = connection_test_for(run)
     values = ConnectionData.from_stored(test.settings, test.trusted_ca_pem)
     try:
-        info = probe(settings_for(values, secret_box().decrypt(test.password_encrypted), timeout=15))
+        secret = (secret_box().decrypt(test.password_encrypted) if auth_kind(values.auth_method) == PASSWORD
+                  else access_token(test.settings.get("oauth_grant_id")))
+        info = probe(settings_for(values, secret, timeout=15))
         test.result = {"ok": True, "tls_version": info.tls_version,
                        "capabilities": info.capabilities[:40], "message_count": info.message_count}
     except MailboxError as exc:
@@ -174,8 +194,11 @@ def queue_due_fetches() -> int:
         return 0
     since = utcnow() - timedelta(minutes=SiteSettings.get().fetch_interval_minutes)
     recent = select(FetchRun.account_id).where(FetchRun.created_at >= since)
+    # An account whose provider sign-in needs reconnecting waits for a person: no fetch (and no failure) each time.
+    waiting = select(OAuthGrant.id).where(OAuthGrant.status == GRANT_RECONNECT)
     due = db.session.scalars(select(MailAccount).join(Space, Space.id == MailAccount.space_id).where(
-        MailAccount.enabled.is_(True), Space.kind == SITE, MailAccount.id.not_in(recent)))
+        MailAccount.enabled.is_(True), Space.kind == SITE, MailAccount.id.not_in(recent),
+        (MailAccount.oauth_grant_id.is_(None)) | MailAccount.oauth_grant_id.not_in(waiting)))
     runs = [queue_account_fetch(account, "schedule") for account in due]
     db.session.commit()
     return len(runs)

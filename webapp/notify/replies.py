@@ -16,7 +16,8 @@ from webapp.content.models import Page
 from webapp.content.services import add_comment
 from webapp.extensions import db
 from webapp.errors import UserError
-from webapp.mailnet import ConnectionData, MailboxError
+from webapp.mailnet import ConnectionData, MailboxError, mailbox_security
+from webapp.oauth.credentials import SignInChoiceError, mailbox_settings, resolve
 from webapp.notify.models import ReplyMailbox, ReplyReceipt
 from webapp.spaces.access import can
 from webapp.spaces.models import VIEW, Space
@@ -37,13 +38,20 @@ def mailbox() -> ReplyMailbox:
     return row
 
 
-def save_mailbox(box: ReplyMailbox, enabled: bool, address: str, data: ConnectionData) -> None:
-    """Save the reply mailbox; its password must be typed again for any new endpoint (the one rule, mailnet)."""
-    problem = data.secret_problem(box.endpoint if box.password_encrypted else None, bool(box.password_encrypted))
+def save_mailbox(box: ReplyMailbox, enabled: bool, address: str, data: ConnectionData, user=None) -> None:
+    """Save the reply mailbox; its password must be typed again for any new endpoint (the one rule, mailnet), and
+    a provider's sign-in is checked like a mail account's."""
+    has_secret = box.has_stored_secret
+    problem = data.secret_problem(box.endpoint if has_secret else None, has_secret)
     if problem:
         raise UserError(problem)
+    encrypted = mailbox_security(data.protocol, data.require_starttls) != "none"
+    try:
+        grant_id = resolve(data, user, data.host, encrypted, box.oauth_grant_id)
+    except SignInChoiceError as exc:
+        raise UserError(str(exc)) from None
     box.enabled, box.address = enabled, address
-    box.apply_connection(data)
+    box.apply_connection(data, grant_id)
 
 
 def _signature(user_id: int, page_id: int) -> str:
@@ -117,11 +125,11 @@ def _comment_from(raw: bytes):
 def fetch() -> int:
     """Fetch the reply mailbox: each message handled and committed, then deleted on the server."""
     box = db.session.get(ReplyMailbox, 1)
-    if box is None or not box.enabled or not box.host or not box.password_encrypted:
+    if box is None or not box.enabled or not box.host or not box.has_stored_secret:
         return 0
     handled = 0
     try:
-        session = open_session(box.mailbox_settings())
+        session = open_session(mailbox_settings(box))
         try:
             items = session.list_messages()[:200]
             for _item, raw in session.download(items):

@@ -11,6 +11,8 @@ from webapp.notify import bp, replies, watches
 from webapp.notify.forms import PreferencesForm, ReplyMailboxForm
 from webapp.errors import UserError
 from webapp.notify.models import BLOG, PAGE, SPACE, Watch
+from webapp.oauth.credentials import choices, grant_of
+from webapp.oauth.forms import restored_form
 from webapp.spaces.access import can, space_for
 from webapp.spaces.models import VIEW, Space
 
@@ -113,10 +115,11 @@ def _describe(values) -> str:
 @admin_required
 def reply_mailbox():
     box = replies.mailbox()
-    form = ReplyMailboxForm(obj=box)
+    form = restored_form(ReplyMailboxForm, obj=box) or ReplyMailboxForm(obj=box)
+    form.offer_sign_in(choices())
     if form.validate_on_submit():
         try:
-            replies.save_mailbox(box, form.enabled.data, form.address.data, form.connection_data())
+            replies.save_mailbox(box, form.enabled.data, form.address.data, form.connection_data(), current_user)
         except UserError as exc:
             db.session.rollback()
             form.password.errors.append(str(exc))
@@ -125,4 +128,4 @@ def reply_mailbox():
             flash("Reply by email saved." + (" Replies are fetched every minute." if box.enabled else ""), "success")
             return redirect(url_for("notify.reply_mailbox"))
     form.password.data = ""
-    return render_template("notify/replies.html", form=form, box=box)
+    return render_template("notify/replies.html", form=form, box=box, grant=grant_of(box), return_to=url_for("notify.reply_mailbox"))

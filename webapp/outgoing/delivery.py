@@ -20,6 +20,10 @@ from webapp.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 POISON_ATTEMPTS = 3  # unexpected failures (not an SMTP answer) of one mail before it goes to the error queue
+# A server that cannot sign in until someone connects it again (or whose provider did not answer) holds its mail:
+# it waits, uncounted, never to the error queue, and goes out after the reconnect (which flushes the queue).
+WAIT_KINDS = ("reconnect_needed", "not_connected", "provider_unavailable", "provider_slow", "token_renewing")
+WAIT_MINUTES = 5
 
 
 def claim(limit: int) -> tuple[str, list[int]]:
@@ -154,7 +158,7 @@ class _Marks:
 def _attempt(row: OutboundMail, candidates: list[SmtpProfile], pool: _Pool, actor, site_name: str,
              schedule: list[int]) -> dict:
     """Try each server in turn while failures are transient; the new column values of the row."""
-    notes = []
+    notes, waiting = [], False
     for profile in candidates:
         try:
             sender, data = compose.build(row, profile, actor, site_name)
@@ -168,9 +172,13 @@ def _attempt(row: OutboundMail, candidates: list[SmtpProfile], pool: _Pool, acto
             if not exc.transient:
                 return _failed(f"{profile.name}: {exc.message}")
             notes.append(f"{profile.name}: {exc.message}")
+            waiting = waiting or exc.kind in WAIT_KINDS
             continue
         return {"state": SENT, "sent_at": utcnow(), "sent_via": profile.name[:120], "server_reply": reply[:500],
                 "last_error": "; ".join(notes) or None}
+    if waiting:
+        return {"state": QUEUED, "next_attempt_at": utcnow() + timedelta(minutes=WAIT_MINUTES),
+                "attempts": row.attempts, "last_error": "Waiting: " + "; ".join(notes)}
     attempt = row.attempts + 1
     if attempt > len(schedule):
         return _failed(f"Gave up after {attempt} attempts. " + "; ".join(notes))

@@ -7,13 +7,14 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Email, InputRequired, Length, NumberRange, Optional, ValidationError
 
 from webapp.formtools import hostname, no_control_chars, no_line_breaks, pem_certificates, strip
+from webapp.oauth.forms import SignInFields
 from webapp.outgoing.models import DEFAULT_FROM_NAME, REPLY_TO_POLICIES, SECURITY
 from webapp.outgoing.servers import ServerData
 
 _ONE_LINE = [no_line_breaks, no_control_chars]
 
 
-class ServerForm(FlaskForm):
+class ServerForm(SignInFields, FlaskForm):
     name = StringField("Name", default="SMTP Server", validators=[InputRequired(), Length(max=100), *_ONE_LINE],
                        filters=[strip])
     from_address = StringField("From address", validators=[
@@ -52,7 +53,8 @@ class ServerForm(FlaskForm):
             subject_prefix=self.subject_prefix.data or "", host=self.host.data, port=self.port.data,
             security=self.security.data, username=self.username.data or "", password=self.password.data or "",
             timeout_seconds=self.timeout_seconds.data, reply_to_policy=self.reply_to_policy.data,
-            trusted_ca_pem=self.trusted_ca_pem.data or "",
+            trusted_ca_pem=self.trusted_ca_pem.data or "", auth_method=self.auth_method.data or "password",
+            oauth_ticket=self.oauth_ticket.data or "",
         )
 
 

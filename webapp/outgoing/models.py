@@ -5,7 +5,7 @@ from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webapp.extensions import db
-from webapp.mailnet import Endpoint
+from webapp.mailnet import Endpoint, SignIn
 from webapp.timeutil import UTCDateTime, utcnow
 
 NONE, STARTTLS, TLS = "none", "starttls", "tls"
@@ -17,7 +17,7 @@ DEFAULT_FROM_NAME = "${fullname} (Spacemail)"
 QUEUED, SENDING, SENT, FAILED = "queued", "sending", "sent", "failed"
 
 
-class SmtpServer(db.Model):
+class SmtpServer(SignIn, db.Model):
     """An SMTP server the site sends through; the default first, the others in order when it fails."""
 
     __tablename__ = "smtp_servers"
@@ -47,7 +47,8 @@ class SmtpServer(db.Model):
     @property
     def endpoint(self) -> Endpoint:
         """Where its password goes and how it is protected (the rule for asking again is mailnet's)."""
-        return Endpoint.of("smtp", self.host, self.port, self.username, self.security, self.trusted_ca_pem)
+        return Endpoint.of("smtp", self.host, self.port, self.username, self.security, self.trusted_ca_pem,
+                           self.auth_method)
 
 
 class OutboundMail(db.Model):

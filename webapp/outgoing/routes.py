@@ -6,6 +6,8 @@ from webapp.decorators import admin_required
 from webapp.extensions import db
 from webapp.htmx import is_htmx, page_or_partial, partial
 from webapp.jobs import JobRun
+from webapp.oauth.credentials import choices, grant_of
+from webapp.oauth.forms import restored_form
 from webapp.outgoing import bp, compose, queue, servers
 from webapp.outgoing.forms import ActionForm, RetryScheduleForm, SelectionForm, ServerForm, TestEmailForm
 from webapp.outgoing.models import DEFAULT_PORTS, FAILED, QUEUED, SENDING, OutboundMail, SmtpServer, SmtpTest
@@ -48,8 +50,9 @@ def make_default(key):
 
 def _form_page(form, server=None):
     preview = _preview(form.from_name.data, form.from_address.data)
+    back = url_for("outgoing.edit_server", server_id=server.id) if server else url_for("outgoing.new_server")
     return render_template("outgoing/server_form.html", form=form, server=server, preview=preview,
-                           default_ports=DEFAULT_PORTS)
+                           default_ports=DEFAULT_PORTS, grant=grant_of(server) if server else None, return_to=back)
 
 
 def _preview(template: str | None, address: str | None) -> str:
@@ -61,12 +64,15 @@ def _preview(template: str | None, address: str | None) -> str:
 @bp.route("/mail-servers/new", methods=["GET", "POST"])
 @admin_required
 def new_server():
-    form = ServerForm()
-    if request.method == "GET":
-        form.port.data = DEFAULT_PORTS[form.security.data]
+    form = restored_form(ServerForm)
+    if form is None:
+        form = ServerForm()
+        if request.method == "GET":
+            form.port.data = DEFAULT_PORTS[form.security.data]
+    form.offer_sign_in(choices())
     if form.validate_on_submit():
         try:
-            server = servers.create_server(form.data_object())
+            server = servers.create_server(form.data_object(), current_user)
         except servers.OutgoingError as exc:
             db.session.rollback()
             form.password.errors.append(str(exc))
@@ -81,11 +87,12 @@ def new_server():
 @admin_required
 def edit_server(server_id):
     server = _server(server_id)
-    form = ServerForm(obj=server)
+    form = restored_form(ServerForm, obj=server) or ServerForm(obj=server)
+    form.offer_sign_in(choices())
     form.submit.label.text = "Save"
     if form.validate_on_submit():
         try:
-            servers.update_server(server, form.data_object())
+            servers.update_server(server, form.data_object(), current_user)
         except servers.OutgoingError as exc:
             db.session.rollback()
             form.password.errors.append(str(exc))

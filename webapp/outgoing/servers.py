@@ -7,8 +7,10 @@ from sqlalchemy import func, select, update
 
 from webapp.errors import UserError
 from webapp.extensions import db
-from webapp.mailnet import Endpoint, needs_secret_again, secret_again_message
+from webapp.mailnet import OAUTH, PASSWORD, Endpoint, auth_kind, needs_secret_again, secret_again_message
+from webapp.oauth.credentials import SignInChoiceError, resolve
 from webapp.outgoing.models import DEFAULT_PORTS, NONE, QUEUED, STARTTLS, TLS, OutboundMail, SmtpServer, SmtpTest
+from webapp.outgoing.queue import flush
 from webapp.outgoing.smtp import SmtpProfile
 from webapp.security import secret_box
 
@@ -34,10 +36,17 @@ class ServerData:
     timeout_seconds: int
     reply_to_policy: str
     trusted_ca_pem: str
+    auth_method: str = PASSWORD
+    oauth_ticket: str = ""
 
     @property
     def endpoint(self) -> Endpoint:
-        return Endpoint.of("smtp", self.host, self.port, self.username, self.security, self.trusted_ca_pem)
+        return Endpoint.of("smtp", self.host, self.port, self.username, self.security, self.trusted_ca_pem,
+                           self.auth_method)
+
+    @property
+    def signs_in_with_provider(self) -> bool:
+        return auth_kind(self.auth_method) != PASSWORD
 
 
 def servers() -> list[SmtpServer]:
@@ -90,11 +99,14 @@ def profile(server: SmtpServer) -> SmtpProfile:
     password = None
     if server.username and server.password_encrypted:
         password = secret_box().decrypt(server.password_encrypted)
+    oauth = auth_kind(server.auth_method) != PASSWORD
     return SmtpProfile(
         key=server.key, name=server.name, host=server.host, port=server.port, security=server.security,
         from_address=server.from_address, from_name=server.from_name, subject_prefix=server.subject_prefix,
-        username=server.username or None, password=password, timeout=float(server.timeout_seconds),
-        reply_to_policy=server.reply_to_policy, trusted_ca_pem=server.trusted_ca_pem,
+        username=server.username or None, password=None if oauth else password,
+        timeout=float(server.timeout_seconds), reply_to_policy=server.reply_to_policy,
+        trusted_ca_pem=server.trusted_ca_pem, auth=OAUTH if oauth else PASSWORD,
+        oauth_grant_id=server.oauth_grant_id if oauth else None,
     )
 
 
@@ -125,27 +137,48 @@ def profile_for(key: str) -> SmtpProfile | None:
     return profile(server) if server else None
 
 
-def create_server(data: ServerData) -> SmtpServer:
-    if data.username and not data.password:
+def _grant(data: ServerData, user, stored_grant_id: int | None = None) -> int | None:
+    """The grant a server signing in with a provider uses (webapp/oauth): checked like a mailbox's."""
+    if not data.signs_in_with_provider:
+        return None
+    if not data.username:
+        raise OutgoingError("Enter the username: the mailbox address the provider's sign-in is for.")
+    try:
+        return resolve(data, user, data.host, data.security in (STARTTLS, TLS), stored_grant_id)
+    except SignInChoiceError as exc:
+        raise OutgoingError(str(exc)) from None
+
+
+def create_server(data: ServerData, user=None) -> SmtpServer:
+    if data.signs_in_with_provider and not data.oauth_ticket and auth_kind(data.auth_method) == OAUTH:
+        raise OutgoingError(secret_again_message(None, data.endpoint, False))
+    if data.username and not data.password and not data.signs_in_with_provider:
         raise OutgoingError("Enter the password for this username, or clear the username to send without signing in.")
+    grant_id = _grant(data, user)
     position = (db.session.scalar(select(func.max(SmtpServer.position))) or 0) + 1
     server = SmtpServer(position=position)
-    _apply(server, data)
+    _apply(server, data, grant_id)
     db.session.add(server)
     db.session.flush()
     return server
 
 
-def update_server(server: SmtpServer, data: ServerData) -> None:
-    """A username's password is typed again for any change of where it goes or how it is protected (mailnet)."""
-    stored, has_secret = server.endpoint, bool(server.username and server.password_encrypted)
-    if data.username and not data.password and needs_secret_again(stored, data.endpoint, has_secret):
+def update_server(server: SmtpServer, data: ServerData, user=None) -> None:
+    """A username's password is typed again for any change of where it goes or how it is protected (mailnet);
+    a provider's sign-in likewise is made again."""
+    stored, has_secret = server.endpoint, bool(server.username and server.has_stored_secret)
+    fresh = data.password if not data.signs_in_with_provider else (
+        data.oauth_ticket or auth_kind(data.auth_method) != OAUTH)
+    if data.username and not fresh and needs_secret_again(stored, data.endpoint, has_secret):
         raise OutgoingError(secret_again_message(stored, data.endpoint, has_secret)
-                            if has_secret else "Enter the password for this username.")
-    _apply(server, data)
+                            if has_secret else secret_again_message(None, data.endpoint, False))
+    grant_id = _grant(data, user, server.oauth_grant_id)
+    _apply(server, data, grant_id)
+    if grant_id is not None:
+        flush()  # mail that waited for this server's sign-in goes out now
 
 
-def _apply(server: SmtpServer, data: ServerData) -> None:
+def _apply(server: SmtpServer, data: ServerData, grant_id: int | None = None) -> None:
     server.name, server.from_address = data.name or "SMTP Server", data.from_address
     server.from_name, server.subject_prefix = data.from_name, data.subject_prefix
     server.host, server.port, server.security = data.host.lower(), data.port, data.security
@@ -154,8 +187,9 @@ def _apply(server: SmtpServer, data: ServerData) -> None:
     server.username = data.username or None
     if not data.username:
         server.password_encrypted = None  # clearing the username really turns authentication off
-    elif data.password:
-        server.password_encrypted = secret_box().encrypt(data.password)
+        server.auth_method, server.oauth_grant_id = PASSWORD, None
+    else:
+        server.apply_sign_in(data.auth_method, data.password, grant_id)
 
 
 def remove_server(server: SmtpServer) -> None:

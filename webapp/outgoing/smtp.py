@@ -6,7 +6,11 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 
-from webapp.mailnet import MailboxError, describe_untrusted, peek_certificate, tls_context
+from webapp.mailnet import (
+    OAUTH, PASSWORD, MailboxError, describe_untrusted, oauth_abort, oauth_mechanism, oauth_response, peek_certificate,
+    tls_context,
+)
+from webapp.oauth.tokens import access_token
 from webapp.outgoing.models import STARTTLS, TLS
 
 _EOL = re.compile(rb"\r\n|\r|\n")
@@ -30,6 +34,8 @@ class SmtpProfile:
     reply_to_policy: str = "none"
     trusted_ca_pem: str | None = None
     from_configuration: bool = False
+    auth: str = PASSWORD  # or oauth: sign in with the grant's access token (XOAUTH2 or OAUTHBEARER)
+    oauth_grant_id: int | None = None
 
     def __repr__(self) -> str:  # never the password, in logs or tracebacks
         return f"SmtpProfile({self.key}: {self.security}://{self.username or ''}@{self.host}:{self.port})"
@@ -153,6 +159,8 @@ class SmtpSession:
 
     def _login(self, conn) -> None:
         p = self.profile
+        if p.auth == OAUTH:
+            return self._login_with_token(conn)
         if not conn.has_extn("auth"):
             offered = "over this unencrypted connection" if p.security not in (STARTTLS, TLS) else ""
             raise SmtpError("auth_not_offered", f"The server offers no authentication (AUTH) {offered}".strip() + ".",
@@ -167,6 +175,31 @@ class SmtpSession:
         if code != 235:
             raise SmtpError("login_refused", f"The server refused the username or password: {code} {_text(message)}",
                             "Check the username and password.", code=code)
+
+    def _login_with_token(self, conn) -> None:
+        """AUTH XOAUTH2 or OAUTHBEARER with a current access token; never over an unencrypted connection."""
+        p = self.profile
+        if p.security not in (STARTTLS, TLS):
+            raise SmtpError("oauth_needs_tls", "Signing in with a provider needs STARTTLS or SSL/TLS: a token never "
+                            "goes in plain text.", "Choose STARTTLS (port 587) or SSL/TLS (port 465).",
+                            transient=False)
+        mechanism = oauth_mechanism(conn.esmtp_features.get("auth", "").split())
+        if mechanism is None:
+            raise SmtpError("oauth_not_offered", "The server offers no sign-in with a token (XOAUTH2 or OAUTHBEARER).",
+                            "For Microsoft 365 use smtp.office365.com on port 587; for Google smtp.gmail.com.")
+        try:
+            token = access_token(p.oauth_grant_id)
+        except MailboxError as exc:  # reconnect needed, or the provider did not answer: the mail waits
+            raise SmtpError(exc.kind, exc.message, "", transient=True) from None
+        message = oauth_response(mechanism, p.username or "", token, p.host, p.port).decode()
+        answers = iter([message])
+        try:
+            conn.auth(mechanism, lambda challenge=None: next(answers, oauth_abort(mechanism).decode()))
+        except smtplib.SMTPAuthenticationError as exc:
+            raise SmtpError("token_refused", f"The server refused the access token: {exc.smtp_code} "
+                            f"{_text(exc.smtp_error)}", "Check that the username is the mailbox that signed in, and "
+                            "(Microsoft 365) that authenticated SMTP is enabled for that mailbox.",
+                            code=exc.smtp_code) from None
 
     def _untrusted(self, exc: ssl.SSLCertVerificationError) -> SmtpError:
         p = self.profile
