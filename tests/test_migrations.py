@@ -62,3 +62,31 @@ def test_postgresql_upgrade_from_empty_to_head(tmp_path):
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_0012_rehashes_messages_to_their_canonical_key_without_merging_copies(app, db, make_user, tmp_path):
+    """Archived before 0012 (keys = sha256 of the raw bytes): a message without a final newline, and two copies
+    of one message differing only in line ends. After: the first has the canonical key (as a POP3 fetch of it
+    would); of the two copies one keeps its old key, so neither disappears."""
+    import hashlib
+
+    from webapp.archive import ingest
+    from webapp.archive.models import Message, MessageRaw
+    from webapp.spaces.services import create_site_space
+
+    space = create_site_space(make_user("ann"), "TEAM", "Team")
+    raws = [b"Subject: a\r\n\r\nno newline", b"Subject: b\r\n\r\nsame\r\n", b"Subject: b\n\nsame\n"]
+    ids = [ingest.store(space.id, None, raw if i != 2 else b"Subject: c\r\n\r\nplaceholder\r\n")[0]
+           for i, raw in enumerate(raws)]
+    for message_id, raw in zip(ids, raws):  # as the archive held them before 0012
+        db.session.get(Message, message_id).sha256 = hashlib.sha256(raw).hexdigest()
+        db.session.get(MessageRaw, message_id).raw = raw
+    db.session.commit()
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    assert flask(["db", "stamp", "0011"], url, tmp_path).returncode == 0
+    upgrade = flask(["db", "upgrade"], url, tmp_path)
+    assert upgrade.returncode == 0, upgrade.stderr
+    db.session.expire_all()
+    keys = [db.session.get(Message, message_id).sha256 for message_id in ids]
+    assert keys[0] == ingest.dedupe_key(raws[0]) != hashlib.sha256(raws[0]).hexdigest()
+    assert keys[1] == ingest.dedupe_key(raws[1]) and keys[2] == hashlib.sha256(raws[2]).hexdigest()

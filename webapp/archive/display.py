@@ -1,8 +1,6 @@
 """An archived message as a reader sees it: its text or HTML body, attachments and inline images.
 
 Re-parsed from the raw bytes (the source of truth) within the same limits as at ingest."""
-import email
-import email.policy
 import html
 import re
 from dataclasses import dataclass, field
@@ -10,13 +8,13 @@ from email.message import Message as EmailMessage
 
 from markupsafe import Markup
 
-from webapp.archive.parse import MAX_PARTS, _decoded, _filename
+from webapp.archive.headers import raw_text
+from webapp.archive.parse import ATTACHMENT, HTML, MAX_PARTS, TEXT, _decoded, _filename, message_from, roles, safe_filename
 
 filename_of = _filename  # a part's filename, decoded and cleaned of control characters
 
 _URL = re.compile(r"\bhttps?://[^\s<>\"']+[^\s<>\"'.,;:!?)\]]", re.I)
 RISKY_TYPES = ("text/html", "image/svg+xml", "application/xhtml+xml", "text/xml", "application/xml")
-_BIDI = re.compile(r"[\u202a-\u202e\u2066-\u2069\u200e\u200f]")
 
 
 @dataclass
@@ -37,33 +35,36 @@ class Display:
 
 def _parts(raw: bytes) -> list[EmailMessage]:
     try:
-        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+        msg = message_from(raw)
     except Exception:
         return []
     return [part for _, part in zip(range(MAX_PARTS), msg.walk())]
 
 
 def load(raw: bytes, parse_problem: str | None) -> Display:
-    """Bodies and attachments; a message over the limits is shown as its raw text only."""
+    """Bodies and attachments, read by the same rules as the index (parse.roles); a message over the limits is
+    shown as its raw text only. Further inline text parts of the message itself (a list's footer) follow the
+    first; those of an attached message are shown by opening it."""
     if parse_problem:
         return Display(text=raw[:200_000].decode("utf-8", "replace"))
-    display = Display()
-    for index, part in enumerate(_parts(raw)):
-        if part.is_multipart():
-            continue
+    try:
+        msg = message_from(raw)
+    except Exception:
+        return Display(text=raw[:200_000].decode("utf-8", "replace"))
+    display, texts = Display(), []
+    for index, part, role, inside in roles(msg):
         ctype = part.get_content_type()
-        disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
-        cid = (part.get("Content-ID") or "").strip().strip("<>")
-        name = _filename(part)
+        cid = raw_text(part.get("Content-ID")).strip().strip("<>")
         if cid:
             display.cids[cid] = index
-        if ctype == "text/plain" and not name and disposition != "attachment" and display.text is None:
-            display.text = _decoded(part)
-        elif ctype == "text/html" and not name and disposition != "attachment" and display.html is None:
+        if role == TEXT and not (inside and texts):
+            texts.append(_decoded(part))
+        elif role == HTML and display.html is None and not inside:
             display.html = _decoded(part)
-        elif not (cid and disposition != "attachment"):
+        elif role == ATTACHMENT or (role in (TEXT, HTML) and inside):
             payload = part.get_payload(decode=True) or b""
-            display.attachments.append(Attachment(index, safe_filename(name, ctype), ctype, len(payload)))
+            display.attachments.append(Attachment(index, safe_filename(_filename(part), ctype), ctype, len(payload)))
+    display.text = "\n\n".join(texts) if texts else None
     return display
 
 
@@ -72,13 +73,6 @@ def part(raw: bytes, index: int) -> EmailMessage | None:
     if 0 <= index < len(parts) and not parts[index].is_multipart():
         return parts[index]
     return None
-
-
-def safe_filename(name: str, content_type: str) -> str:
-    """No line breaks, path parts or bidi overrides (which disguise 'exe.pdf' as 'fdp.exe')."""
-    name = _BIDI.sub("", name or "")
-    name = re.sub(r"[\x00-\x1f\x7f]", "", name).replace("\\", "/").split("/")[-1].strip(" .")
-    return name[:200] or ("attachment" + {"text/plain": ".txt", "text/html": ".html"}.get(content_type, ""))
 
 
 def text_to_html(text: str) -> Markup:

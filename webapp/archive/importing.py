@@ -9,12 +9,12 @@ from sqlalchemy import select
 
 from webapp.archive import ingest
 from webapp.archive.models import ArchiveImport
+from webapp.archive.reading import NO_FINAL_NEWLINE
 from webapp.errors import UserError
 from webapp.extensions import db
 from webapp.jobs import IMPORT_ARCHIVE, JobRun, start_job
 
 BATCH = 500  # messages a commit, as fetching does
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 _QUOTED_FROM = re.compile(rb"^>+From ")
 
 
@@ -43,40 +43,55 @@ def start_import(space, files, user) -> JobRun:
 
 
 def _messages(path: str):
-    """Each message's bytes, with CRLF line ends as a mail server would serve them (so fetched and imported
-    copies of the same message dedupe)."""
+    """Each message's bytes as the file holds them (mboxrd unquoted); the dedupe key, not the bytes, makes a
+    fetched and an imported copy of one message the same."""
     with open(path, "rb") as f:
         if f.read(5) != b"From ":
             f.seek(0)
-            yield _BARE_LF.sub(b"\r\n", f.read())
+            yield f.read()
             return
         f.seek(0)
         lines: list[bytes] = []
+        trimmed = False  # the From_ line said the message had no final line break
         for line in f:  # streamed line by line: an mbox of any size never sits in memory whole
-            if line.startswith(b"From ") and (not lines or lines[-1] in (b"\n", b"\r\n")):
+            if _separates(line, lines):
                 if lines:
-                    yield _unquote(lines)
-                lines = []
+                    yield _unquote(lines, trimmed)
+                lines, trimmed = [], line.rstrip(b"\r\n").endswith(NO_FINAL_NEWLINE)
                 continue
             lines.append(line)
         if lines:
-            yield _unquote(lines)
+            yield _unquote(lines, trimmed)
 
 
-def _unquote(lines: list[bytes]) -> bytes:
-    """mboxrd: one '>' comes off every '>From ' line; the separator's blank line is not part of the message."""
+def _separates(line: bytes, lines: list[bytes]) -> bool:
+    """A From_ line at the start, or after a blank line: a new message (mboxrd)."""
+    return line.startswith(b"From ") and (not lines or lines[-1] in (b"\n", b"\r\n"))
+
+
+def _unquote(lines: list[bytes], trimmed: bool = False) -> bytes:
+    """mboxrd: one '>' comes off every '>From ' line; the separator's blank line is not part of the message, nor
+    the line break an export added to a message that had none."""
     if lines and lines[-1] in (b"\n", b"\r\n"):
         lines = lines[:-1]
     body = b"".join(line[1:] if _QUOTED_FROM.match(line) else line for line in lines)
-    return _BARE_LF.sub(b"\r\n", body)
+    if trimmed and body.endswith(b"\n"):
+        body = body[:-1]
+    return body
 
 
 def count_messages(path: str) -> int:
+    """Messages in the file by the same separators the import reads (not every line starting "From ")."""
     with open(path, "rb") as f:
         if f.read(5) != b"From ":
             return 1
         f.seek(0)
-        return sum(1 for line in f if line.startswith(b"From "))
+        count, previous = 0, b""
+        for line in f:
+            if line.startswith(b"From ") and (count == 0 or previous in (b"\n", b"\r\n")):
+                count += 1
+            previous = line
+        return count
 
 
 def _batches(messages):

@@ -15,12 +15,42 @@ from webapp.extensions import db
 from webapp.timeutil import utcnow
 
 BLOB_CHUNK = 1024 * 1024
-_SUBJECT_PREFIX = re.compile(r"^\s*((re|fwd?|aw|wg|sv|antw)\s*(\[\d+\])?\s*:\s*|\[[^\]]{1,40}\]\s*)+", re.I)
+# "Re:" and the words mail clients use for it in other languages (AW, SV, VS, Antw, Odp, RES, RIF, Ynt, 回复 …),
+# with an optional count ("Re[2]:"), and list tags ("[team]"). Forwards ("Fwd:", "FW:", "WG:") are not replies.
+_REPLY = r"(re|aw|sv|vs|antw|antwort|odp|res|rif|ref|ynt|atb|vá|ats|rv|απ|отв|回复|回覆|答复|返信)"
+_REPLY_PREFIX = re.compile(rf"^\s*({_REPLY}\s*(\[\d+\]|\(\d+\))?\s*[:：]\s*|\[[^\]]{{1,40}}\]\s*)+", re.I)
+_LIST_TAG = re.compile(r"^\s*(\[[^\]]{1,40}\]\s*)+")
 
 
 def subject_key(subject: str) -> str:
-    """'Re: [team] Fwd: Lunch' -> 'lunch': how replies without headers find their thread."""
-    return _SUBJECT_PREFIX.sub("", subject or "").strip().lower()[:200]
+    """'Re: [team] AW: Lunch' -> 'lunch': how replies without headers find their thread. A forward keeps its
+    'Fwd:', so it is not taken for a reply in the thread it forwards from."""
+    return _REPLY_PREFIX.sub("", subject or "").strip().lower()[:200]
+
+
+def threading_refs(parsed: Parsed) -> list[str]:
+    """The references that may join threads: real Message-IDs only ("<yes>", "<1>" and other junk some clients
+    write would glue unrelated mail together), never the message's own."""
+    own = parsed.message_id
+    return [ref for ref in parsed.references if "@" in ref and ref != own]
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def canonical(raw: bytes) -> bytes:
+    """A message however it travelled: CRLF line ends and one final line break. POP3 cannot carry a missing final
+    newline and adds one, an mbox stores LF: the same message fetched or imported either way is the same."""
+    if raw.count(b"\r") != raw.count(b"\r\n") or raw.count(b"\n") != raw.count(b"\r\n"):
+        raw = _LINE_END.sub(b"\r\n", raw)
+    if raw.endswith(b"\r\n") and not raw.endswith(b"\r\n\r\n"):
+        return raw
+    return raw.rstrip(b"\r\n") + b"\r\n"
+
+
+def dedupe_key(raw: bytes) -> str:
+    """The sha256 of the canonical form: the archive's dedupe key (the raw bytes are kept as they came)."""
+    return hashlib.sha256(canonical(raw)).hexdigest()
 
 
 def existing(space_id: int, sha256: str) -> int | None:
@@ -38,7 +68,7 @@ def store_batch(space_id: int, account_id: int | None, raws: list[bytes]) -> lis
     One statement per table for the whole batch (the rows of a fetch batch are committed together anyway):
     a message at a time cost ~11 statements and a savepoint each. Parsing happens before the write lock is
     taken, so other writers wait only for the inserts. The caller commits."""
-    shas = [hashlib.sha256(raw).hexdigest() for raw in raws]
+    shas = [dedupe_key(raw) for raw in raws]
     known = _existing_many(space_id, set(shas))
     fresh = _first_copies(shas, known)
     if fresh:  # nothing new (a re-download): no parsing, no write lock
@@ -98,16 +128,32 @@ def _existing_many(space_id: int, shas: set[str]) -> dict[str, int]:
 
 
 class _NewThread:
-    """A thread this batch starts; its row is written before the batch's messages."""
+    """A thread this batch starts; its row is written before the batch's messages. One that a later message of the
+    batch shows to be part of another thread points there (`into`: another _NewThread, or a stored thread id)."""
 
     def __init__(self, subject: str, date: datetime) -> None:
         self.subject, self.key, self.count, self.last_date, self.id = subject, subject_key(subject), 0, date, None
+        self.into = None
+
+    def resolve(self):
+        thread = self
+        while isinstance(thread, _NewThread) and thread.into is not None:
+            thread = thread.into
+        return thread
+
+
+def _resolved(thread):
+    return thread.resolve() if isinstance(thread, _NewThread) else thread
 
 
 def _write(space_id: int, account_id: int | None, parsed: list[Parsed], raws: list[bytes]) -> list[int]:
     rows = [_message_row(space_id, account_id, p) for p in parsed]
-    threads, parents = _place(space_id, parsed, rows)
+    threads, parents, merges = _place(space_id, parsed, rows)
+    threads = [_resolved(t) for t in threads]
     new_threads = list({id(t): t for t in threads if isinstance(t, _NewThread)}.values())
+    for thread in new_threads:
+        mine = [row["date"] for t, row in zip(threads, rows) if t is thread]
+        thread.count, thread.last_date = len(mine), max(mine)
     if new_threads:
         thread_ids = db.session.execute(insert(Thread.__table__).returning(
             Thread.__table__.c.id, sort_by_parameter_order=True), [
@@ -126,6 +172,20 @@ def _write(space_id: int, account_id: int | None, parsed: list[Parsed], raws: li
         db.session.execute(update(table).where(table.c.id == bindparam("m_id")).values(parent_id=bindparam("p_id")),
                            later)
     _touch_existing([(t, row["date"]) for t, row in zip(threads, rows) if isinstance(t, int)])
+    moved: dict[int, int] = {}
+    for old, into in merges:  # stored threads a message of this batch showed to be one conversation
+        target = _resolved(into)
+        target = target.id if isinstance(target, _NewThread) else target
+        while old in moved:
+            old = moved[old]
+        while target in moved:
+            target = moved[target]
+        if old != target:
+            _merge(old, target)
+            moved[old] = target
+    for row in rows:
+        while row["thread_id"] in moved:
+            row["thread_id"] = moved[row["thread_id"]]
     _write_raws(ids, raws)
     refs = [{"space_id": space_id, "message_id": i, "ref": ref[:300]} for i, p in zip(ids, parsed)
             for ref in p.references]
@@ -167,24 +227,48 @@ def _message_row(space_id: int, account_id: int | None, parsed: Parsed) -> dict:
 
 
 def _place(space_id: int, parsed: list[Parsed], rows: list[dict]):
-    """Each message's thread (an id or a _NewThread) and parent (an id, or (index,) for one in this batch)."""
-    held = _held(space_id, {ref for p in parsed for ref in p.references})  # msgid -> (id, thread id)
-    threads, parents = [], []
-    for i, (p, row) in enumerate(zip(parsed, rows)):
-        parent = next((held[ref] for ref in reversed(p.references) if ref in held), None)
-        thread = parent[1] if parent is not None else None
-        if thread is None and not p.references and (not p.message_id or _looks_like_reply(row["subject"])):
+    """Each message's thread (an id or a _NewThread), parent (an id, or (index,) for one in this batch), and the
+    stored threads to merge. As in JWZ's algorithm a missing message is a placeholder: replies that name the
+    same one (stored or in this batch) share a thread, and it joins them when it arrives."""
+    refs_of = [threading_refs(p) for p in parsed]
+    wanted = {ref for refs in refs_of for ref in refs}
+    held = _held(space_id, wanted)  # msgid -> (id, thread id)
+    sharing = _sharing(space_id, wanted)  # a referenced msgid -> threads of stored mail naming it
+    threads, parents, merges = [], [], []
+    for i, (p, row, refs) in enumerate(zip(parsed, rows, refs_of)):
+        parent = next((held[ref] for ref in reversed(refs) if ref in held), None)
+        found = ([parent[1]] if parent is not None else []) + [t for ref in refs for t in sharing.get(ref, ())]
+        found = list({id(t) if isinstance(t, _NewThread) else t: t for t in map(_resolved, found) if t}.values())
+        thread = found[0] if found else None
+        if thread is None and not refs and (not p.message_id or _looks_like_reply(row["subject"])):
             thread = _subject_thread(space_id, row["subject"], threads)
         if thread is None:
             thread = _NewThread(row["subject"], row["date"])
-        if isinstance(thread, _NewThread):
-            thread.count += 1
-            thread.last_date = max(thread.last_date, row["date"])
+        for other in found[1:]:  # one message names mail of several threads: they are one conversation
+            if isinstance(other, _NewThread):
+                other.into = thread
+            else:
+                merges.append((other, thread))
         threads.append(thread)
         parents.append(parent[0] if parent is not None else None)
         if row["message_id_header"] and row["message_id_header"] not in held:
             held[row["message_id_header"]] = ((i,), thread)
-    return threads, parents
+        for ref in refs:
+            sharing.setdefault(ref, []).append(thread)
+    return threads, parents, merges
+
+
+def _sharing(space_id: int, refs: set[str]) -> dict[str, list]:
+    """Stored messages that name any of `refs`: referenced msgid -> their thread ids (the placeholder's)."""
+    found: dict[str, list] = {}
+    refs = [r[:300] for r in refs]
+    for start in range(0, len(refs), 500):
+        for ref, thread_id in db.session.execute(select(MessageRef.ref, Message.thread_id).join(
+                Message, Message.id == MessageRef.message_id).where(
+                MessageRef.space_id == space_id, MessageRef.ref.in_(refs[start:start + 500]),
+                Message.thread_id.is_not(None)).distinct()):
+            found.setdefault(ref, []).append(thread_id)
+    return found
 
 
 def _held(space_id: int, refs: set[str]) -> dict[str, tuple[int, int]]:
@@ -211,7 +295,8 @@ def _touch_existing(joined: list[tuple[int, datetime]]) -> None:
 
 
 def _looks_like_reply(subject: str) -> bool:
-    return bool(_SUBJECT_PREFIX.match(subject or ""))
+    return bool(_REPLY_PREFIX.match(_LIST_TAG.sub("", subject or ""))) and bool(
+        re.match(rf"^\s*{_REPLY}", _LIST_TAG.sub("", subject or ""), re.I))
 
 
 def _subject_thread(space_id: int, subject: str, batch_threads: list) -> int | _NewThread | None:

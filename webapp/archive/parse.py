@@ -7,9 +7,10 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from email.header import Header, decode_header, make_header
 from email.message import Message
 from html.parser import HTMLParser
+
+from webapp.archive.headers import LENIENT, addresses, decode_bytes, format_address, header_text, raw_text
 
 HEADER_LIMIT = 100 * 1024
 MAX_PARTS = 1000
@@ -17,8 +18,6 @@ MAX_DEPTH = 50
 TEXT_LIMIT = 1024 * 1024
 _MSGID = re.compile(r"<([^<>\s]{1,290})>")
 _BOUNDARY = re.compile(rb"boundary\s*=", re.IGNORECASE)
-_SURROGATE = re.compile("[\udc80-\udcff]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass
@@ -74,50 +73,47 @@ def _parse_into(result: Parsed, raw: bytes, size_cap: int) -> None:
 
 
 def _message(raw: bytes, headers_only: bool) -> Message:
-    """compat32 structure with explicit header decoding (_text, _addresses, _date).
+    """compat32 structure with explicit header decoding (webapp/archive/headers.py).
 
     compat32 with explicit decoding parses several times faster than policy.default for the same stored fields
-    (docs/benchmarks.md, B1), and never raises on the real-world headers that make policy.default fail, so
-    there is nothing to fall back from."""
-    return email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw, headersonly=headers_only)
+    (docs/benchmarks.md, B1), and never raises on the real-world headers that make policy.default fail; its
+    lenient variant keeps raw 8-bit header bytes readable as str instead of a Header object."""
+    return email.parser.BytesParser(policy=LENIENT).parsebytes(raw, headersonly=headers_only)
 
 
-def _text(value) -> str:
-    """Any header value as clean text: RFC 2047 decoded, control characters removed."""
-    if value is None:
-        return ""
-    if isinstance(value, Header):  # compat32 wraps raw 8-bit header bytes as "unknown-8bit": read them as UTF-8
-        value = "".join(_chunk(part, charset) for part, charset in decode_header(value))
-    if isinstance(value, str) and _SURROGATE.search(value):  # raw 8-bit header bytes (RFC 6532 mail): UTF-8
-        value = value.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+def message_from(raw: bytes) -> Message:
+    return _message(raw, False)
+
+
+def _text(value, fallback=None) -> str:
+    """Any header value as clean text: raw 8-bit read, RFC 2047 decoded word by word, control characters gone."""
+    return header_text(value, fallback)
+
+
+def header_charset(msg: Message) -> str | None:
+    """The charset raw 8-bit header bytes most likely share: the message's own, else its first text part's."""
+    for _, part in zip(range(20), msg.walk()):
+        charset = content_charset(part)
+        if charset:
+            return charset
+    return None
+
+
+def content_charset(part: Message) -> str | None:
     try:
-        text = str(make_header(decode_header(str(value)))) if isinstance(value, str) and "=?" in value else str(value)
-    except Exception:
-        text = str(value)
-    return _CONTROL.sub("", text.replace("\r", " ").replace("\n", " ")).strip()
-
-
-def _chunk(part, charset) -> str:
-    if isinstance(part, str):
-        return part
-    try:
-        return part.decode(charset if charset and charset != "unknown-8bit" else "utf-8", "replace")
-    except LookupError:
-        return part.decode("utf-8", "replace")
-
-
-def _addresses(msg: Message, name: str) -> list[tuple[str, str]]:
-    values = [_text(v) for v in msg.get_all(name, [])]
-    return [(n, a) for n, a in email.utils.getaddresses(values) if a or n]
+        return part.get_content_charset()
+    except (LookupError, UnicodeError, TypeError, ValueError):
+        return None
 
 
 def _headers(result: Parsed, msg: Message) -> None:
-    result.subject = _text(msg.get("Subject"))[:2000]
-    sender = _addresses(msg, "From")
+    fallback = header_charset(msg)
+    result.subject = _text(msg.get("Subject"), fallback)[:2000]
+    sender = addresses(msg.get_all("From", []), fallback)
     if sender:
         result.from_name, result.from_addr = sender[0][0][:300], sender[0][1][:300].lower()
-    result.to_addrs = ", ".join(email.utils.formataddr(a) for a in _addresses(msg, "To"))[:10000]
-    result.cc_addrs = ", ".join(email.utils.formataddr(a) for a in _addresses(msg, "Cc"))[:10000]
+    result.to_addrs = ", ".join(format_address(*a) for a in addresses(msg.get_all("To", []), fallback))[:10000]
+    result.cc_addrs = ", ".join(format_address(*a) for a in addresses(msg.get_all("Cc", []), fallback))[:10000]
     result.date = _date(msg.get("Date"))
     ids = _MSGID.findall(_text(msg.get("Message-ID")))
     result.message_id = ids[0] if ids else None
@@ -137,27 +133,59 @@ def _date(value) -> datetime | None:
     return date.astimezone(timezone.utc)
 
 
-def _body(result: Parsed, msg: Message) -> None:
-    texts, length, count = [], 0, 0
-    for part in msg.walk():
-        count += 1
-        if count > MAX_PARTS:
-            result.problem = f"more than {MAX_PARTS} parts: the rest is not indexed"
-            break
+BODY_TYPES = ("text/plain", "text/html")
+TEXT, HTML, ATTACHMENT, INLINE = "text", "html", "attachment", "inline"
+
+
+def disposition(part: Message) -> str:
+    return raw_text(part.get("Content-Disposition")).split(";")[0].strip().lower()
+
+
+def roles(msg: Message, overflow: list | None = None):
+    """(index, part, role, inside an attached message) for each leaf part, as a mail client reads them (the rules
+    of email.message.get_body): a text/plain or text/html part not marked "attachment" is body, even when it
+    carries a file name, unless the message already has a body of that type and this one is a named file; an
+    image with a Content-ID (shown by the HTML body) is inline; everything else is an attachment."""
+    seen, attached_from = set(), None
+    for index, part in enumerate(msg.walk()):
+        if index >= MAX_PARTS:
+            if overflow is not None:
+                overflow.append(index)
+            return
+        if attached_from is None and index and part.get_content_type() == "message/rfc822":
+            attached_from = index
         if part.is_multipart():
             continue
-        filename = _filename(part)
+        ctype, how = part.get_content_type(), disposition(part)
+        named = ctype in BODY_TYPES and bool(_filename(part))
+        inside = attached_from is not None
+        if ctype in BODY_TYPES and how != "attachment" and not (named and ctype in seen):
+            seen.add(ctype)
+            yield index, part, TEXT if ctype == "text/plain" else HTML, inside
+        elif ctype.startswith("image/") and part.get("Content-ID") and how != "attachment":
+            yield index, part, INLINE, inside  # an image the HTML body shows (cid:)
+        else:
+            yield index, part, ATTACHMENT, inside
+
+
+def _body(result: Parsed, msg: Message) -> None:
+    texts, length, overflow = [], 0, []
+    for _, part, role, _inside in roles(msg, overflow):
         ctype = part.get_content_type()
-        disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
-        if filename or disposition == "attachment" or not ctype.startswith("text/"):
+        if role in (ATTACHMENT, INLINE):
             payload = part.get_payload(decode=True) or b""
-            result.attachments.append({"name": filename or "", "type": ctype, "size": len(payload)})
-            continue
-        if length < TEXT_LIMIT and ctype in ("text/plain", "text/html"):
+            if role == ATTACHMENT:
+                result.attachments.append({"name": safe_filename(_filename(part), ctype), "type": ctype,
+                                           "size": len(payload)})
+            if ctype not in BODY_TYPES:
+                continue
+        if length < TEXT_LIMIT and ctype in BODY_TYPES:  # attached text files are searchable too
             text = _decoded(part)
             text = _html_text(text) if ctype == "text/html" else text
             texts.append(text[:TEXT_LIMIT - length])
             length += len(texts[-1])
+    if overflow:
+        result.problem = f"more than {MAX_PARTS} parts: the rest is not indexed"
     result.text = "\n".join(texts)
 
 
@@ -166,17 +194,29 @@ def _filename(part: Message) -> str:
         name = part.get_filename()
     except Exception:
         name = None
-    return _text(name)[:255] if name else ""
+    return _text(name, content_charset(part))[:255] if name else ""
+
+
+_BIDI = re.compile(r"[\u202a-\u202e\u2066-\u2069\u200e\u200f]")
+
+
+def safe_filename(name: str, content_type: str) -> str:
+    """One name for showing and downloading: no line breaks, path parts ("attach/01" is "01") or bidi overrides
+    (which disguise 'exe.pdf' as 'fdp.exe')."""
+    name = _BIDI.sub("", name or "")
+    name = re.sub(r"[\x00-\x1f\x7f]", "", name).replace("\\", "/").split("/")[-1].strip(" .")
+    return name[:200] or ("attachment" + {"text/plain": ".txt", "text/html": ".html"}.get(content_type, ""))
 
 
 def _decoded(part: Message) -> str:
-    """The part's text; an unknown or lying charset falls back instead of raising LookupError."""
-    payload = part.get_payload(decode=True) or b""
-    charset = part.get_content_charset() or "utf-8"
+    """The part's text in its declared charset; a wrong or unknown one falls back (UTF-8, windows-1252)."""
     try:
-        return payload.decode(charset, errors="replace")
-    except (LookupError, TypeError):
-        return payload.decode("utf-8", errors="replace")
+        payload = part.get_payload(decode=True) or b""
+    except Exception:
+        payload = b""
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8", "surrogateescape")
+    return decode_bytes(payload, content_charset(part))
 
 
 class _Stripper(HTMLParser):

@@ -132,11 +132,21 @@ def mbox_stream(message_query):
                                                                                                   Message.id)
     for message_id, sender, date in db.session.execute(query.execution_options(yield_per=200)):
         raw = db.session.scalar(select(MessageRaw.raw).where(MessageRaw.message_id == message_id)) or b""
-        yield f"From {sender or 'MAILER-DAEMON'} {date.strftime('%a %b %d %H:%M:%S %Y')}\n".encode()
-        body = raw.replace(b"\r\n", b"\n")
-        yield re.sub(rb"(?m)^(>*From )", rb">\1", body)
-        yield b"" if body.endswith(b"\n") else b"\n"
-        yield b"\n"
+        yield from mbox_entry(raw, sender, date)
+
+
+NO_FINAL_NEWLINE = b" remote from spacemail.no-final-newline"  # UUCP's From_ suffix, which mbox readers allow
+
+
+def mbox_entry(raw: bytes, sender: str | None, date) -> list[bytes]:
+    """One message in mboxrd, its bytes exactly as archived (line ends included, so an import gives back the
+    same bytes): '>' added to every '>*From ' line, a blank line after; a message without a final line break
+    says so on its From_ line, so the importer takes the added one off again."""
+    stamp = (date.strftime("%a %b %d %H:%M:%S %Y") if date else "Thu Jan  1 00:00:00 1970").encode()
+    sender_word = (sender or "MAILER-DAEMON").replace(" ", "_").encode("utf-8", "replace")
+    ends = raw.endswith(b"\n")
+    return [b"From " + sender_word + b" " + stamp + (b"" if ends else NO_FINAL_NEWLINE) + b"\n",
+            re.sub(rb"(?m)^(>*From )", rb">\1", raw), b"" if ends else b"\n", b"\n"]
 
 
 def export_query(space_id: int, thread_id: int | None = None, month: str = ""):
