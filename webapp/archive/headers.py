@@ -3,6 +3,7 @@ RFC 2047 encoded words decoded one by one with the charset names mail clients re
 the raw header before any display name is decoded (an encoded comma is not a separator)."""
 import binascii
 import codecs
+import functools
 import email.policy
 import email.utils
 import re
@@ -32,6 +33,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _Q_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
 
 
+@functools.lru_cache(maxsize=512)
 def codec(charset) -> str | None:
     """The Python codec for a charset label as found in mail, or None when there is no such charset."""
     if not charset or not isinstance(charset, str):
@@ -132,7 +134,13 @@ def clean(text: str) -> str:
 
 def header_text(value, fallback=None) -> str:
     """Any header value (Subject, a file name) as a reader should see it."""
-    return clean(decode_words(clean(raw_text(value, fallback)), fallback))
+    text = clean(raw_text(value, fallback))
+    return clean(decode_words(text, fallback)) if "=?" in text else text
+
+
+def has_8bit(msg) -> bool:
+    """Whether any header of `msg` holds raw 8-bit bytes (kept as surrogates by LenientPolicy)."""
+    return any(isinstance(v, str) and _SURROGATE.search(v) for _, v in msg._headers)
 
 
 def addresses(values, fallback=None) -> list[tuple[str, str]]:

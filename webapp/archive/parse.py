@@ -10,7 +10,9 @@ from datetime import datetime, timezone
 from email.message import Message
 from html.parser import HTMLParser
 
-from webapp.archive.headers import LENIENT, addresses, decode_bytes, format_address, header_text, raw_text
+from webapp.archive.headers import (
+    LENIENT, addresses, decode_bytes, format_address, has_8bit, header_text, raw_text,
+)
 
 HEADER_LIMIT = 100 * 1024
 MAX_PARTS = 1000
@@ -107,7 +109,7 @@ def content_charset(part: Message) -> str | None:
 
 
 def _headers(result: Parsed, msg: Message) -> None:
-    fallback = header_charset(msg)
+    fallback = header_charset(msg) if has_8bit(msg) else None  # only raw 8-bit header bytes need a guess
     result.subject = _text(msg.get("Subject"), fallback)[:2000]
     sender = addresses(msg.get_all("From", []), fallback)
     if sender:
