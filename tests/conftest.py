@@ -247,6 +247,31 @@ def dovecot():
     yield from _dovecot(ssl=True)
 
 
+def _dovecot_with(capability: str):
+    from tests.mailservers import start_dovecot
+
+    server = start_dovecot(ssl=True, imap_capability=capability)
+    yield server
+    server.stop()
+    shutil.rmtree(server.root, ignore_errors=True)
+
+
+# Post-login capabilities of a server without UIDPLUS (as GNU Mailutils' imap4d), and of one with MOVE only.
+BASIC_IMAP = "IMAP4rev1 LITERAL+ SASL-IR LOGIN-REFERRALS ID ENABLE IDLE NAMESPACE SPECIAL-USE"
+
+
+@pytest.fixture(scope="session")
+def dovecot_no_uidplus():
+    """Dovecot that advertises neither UIDPLUS nor MOVE after login."""
+    yield from _dovecot_with(BASIC_IMAP)
+
+
+@pytest.fixture(scope="session")
+def dovecot_move_only():
+    """Dovecot that advertises MOVE but not UIDPLUS."""
+    yield from _dovecot_with(BASIC_IMAP + " MOVE")
+
+
 @pytest.fixture(scope="session")
 def dovecot_without_tls():
     """A second Dovecot that offers no TLS at all (for "STARTTLS not offered")."""

@@ -209,7 +209,7 @@ active_value = true
 
 
 def start_dovecot(ssl: bool = True, ca: CA | None = None, introspection_url: str | None = None,
-                  oauth_mechanisms: str = "xoauth2 oauthbearer") -> Dovecot:
+                  oauth_mechanisms: str = "xoauth2 oauthbearer", imap_capability: str | None = None) -> Dovecot:
     """Dovecot on four free loopback ports with its own config; as root it runs as nobody (setpriv). With an
     introspection URL it also signs in XOAUTH2 and OAUTHBEARER, asking that authorization server."""
     assert os.path.exists(DOVECOT), "dovecot is not installed: run ./scripts/test, which installs it"
@@ -240,7 +240,7 @@ def start_dovecot(ssl: bool = True, ca: CA | None = None, introspection_url: str
         root=root, ssl="yes" if ssl else "no", ssl_files=ssl_files, user=username, group=group,
         imaps_ssl="yes" if ssl else "no", oauth_mechanisms=f" {oauth_mechanisms}" if introspection_url else "",
         oauth_passdb=OAUTH_PASSDB.format(root=root, mechanisms=oauth_mechanisms) if introspection_url else "",
-        **ports))
+        **ports) + (f"imap_capability = {imap_capability}\n" if imap_capability else ""))
     server = Dovecot(root=root, ports=ports, ca=ca, uid=uid, gid=gid)
     for p in [root, *root.rglob("*")]:
         if os.getuid() == 0:

@@ -118,6 +118,7 @@ class ConnectionData:
     trusted_ca_pem: str
     auth_method: str = PASSWORD
     oauth_ticket: str = ""  # names a sign-in with the provider just finished in this form (webapp/oauth)
+    exclusive_mailbox: bool = False
 
     @property
     def endpoint(self) -> Endpoint:
@@ -156,6 +157,7 @@ class MailboxSettings:
     trusted_ca_pem: str | None = None
     timeout: float = 30.0
     auth: str = PASSWORD  # password, or oauth: `password` then holds a bearer token
+    exclusive: bool = False  # the mailbox is Spacemail's alone: a plain EXPUNGE may be used (no UIDPLUS)
 
     @property
     def implicit_tls(self) -> bool:
@@ -208,6 +210,7 @@ class MailConnection(SignIn):
     require_starttls: Mapped[bool] = mapped_column(default=True)
     folder: Mapped[str] = mapped_column(db.String(200), default="INBOX")
     trusted_ca_pem: Mapped[str | None] = mapped_column(db.Text)
+    exclusive_mailbox: Mapped[bool] = mapped_column(default=False)
 
     @property
     def endpoint(self) -> Endpoint:
@@ -221,6 +224,7 @@ class MailConnection(SignIn):
         self.username, self.folder = data.username, data.folder or "INBOX"
         self.require_starttls = data.require_starttls if data.protocol in ("pop", "imap") else False
         self.trusted_ca_pem = data.trusted_ca_pem or None
+        self.exclusive_mailbox = bool(getattr(data, "exclusive_mailbox", False))
         self.apply_sign_in(data.auth_method, data.password, grant_id)
 
 
@@ -234,6 +238,7 @@ def settings_for(values, secret: str, timeout: float | None = None) -> MailboxSe
         folder=values.folder or "INBOX", trusted_ca_pem=values.trusted_ca_pem or None,
         timeout=timeout if timeout is not None else current_app.config["MAIL_TIMEOUT_SECONDS"],
         auth=PASSWORD if auth_kind(getattr(values, "auth_method", None)) == PASSWORD else OAUTH,
+        exclusive=bool(getattr(values, "exclusive_mailbox", False)),
     )
 
 

@@ -72,7 +72,7 @@ def fetch(run: FetchRun) -> None:
         _finish(run, RUN_FAILED, "internal", "The fetch failed unexpectedly; the worker log has the details.")
     else:
         account.consecutive_failures = 0
-        _finish(run, RUN_DONE, None, None)
+        _finish(run, RUN_DONE, run.error_class, run.error_message)  # done, perhaps "archived, but not removed"
     finally:
         release_lease(account.id, owner)
 
@@ -109,12 +109,32 @@ def _open(account: MailAccount, retried: bool):
     return open_session(mailbox_settings(account))
 
 
+class _Removal:
+    """Whether this fetch still removes what it archived: a server that cannot remove never stops archiving."""
+
+    def __init__(self, account: MailAccount) -> None:
+        self.on = not account.keep_on_server
+
+    def remove(self, session, items, run: FetchRun) -> bool:
+        """Delete `items` on the server; False (and a note on the run) when the server cannot."""
+        try:
+            session.delete(items)
+            return True
+        except MailboxError as exc:
+            if exc.kind not in ("delete_unsupported", "delete_failed"):
+                raise
+            self.on = False
+            run.error_class = "not_removed"
+            run.error_message = f"Archived, but could not be removed from the server: {exc.message}."
+            return False
+
+
 def _fetch_all(run: FetchRun, account: MailAccount, owner: str) -> None:
-    oauth, reconnects = auth_kind(account.auth_method) != PASSWORD, 0
+    oauth, reconnects, removal = auth_kind(account.auth_method) != PASSWORD, 0, _Removal(account)
     while True:  # one pass per session; POP3 ends its session at every batch's QUIT
         session = _open(account, retried=reconnects > 0)
         try:
-            if _one_pass(run, account, owner, session):
+            if _one_pass(run, account, owner, session, removal):
                 return
         except MailboxError as exc:
             # Microsoft ends a session when its token runs out: sign in again with a fresh one and go on where the
@@ -127,7 +147,7 @@ def _fetch_all(run: FetchRun, account: MailAccount, owner: str) -> None:
             session.close()
 
 
-def _one_pass(run: FetchRun, account: MailAccount, owner: str, session) -> bool:
+def _one_pass(run: FetchRun, account: MailAccount, owner: str, session, removal: _Removal) -> bool:
     """One session's work; True when the fetch is done, False when a new session must go on (POP3)."""
     config = current_app.config
     items = session.list_messages()
@@ -137,9 +157,10 @@ def _one_pass(run: FetchRun, account: MailAccount, owner: str, session) -> bool:
         run.total = sum(not i.flagged_deleted for i in items)
     seen = _seen(account.id, [i.server_id for i in items])
     leftovers = [i for i in items if i.server_id in seen and not seen[i.server_id].deleted_on_server]
-    if leftovers and not account.keep_on_server:
-        _delete(session, leftovers, seen, run)  # archived before a crash, not yet removed
-        if session.deletes_end_session:
+    if leftovers and removal.on:
+        if _delete(session, leftovers, seen, run, removal) and session.deletes_end_session:
+            return False  # archived before a crash, removed now; POP3 goes on in a new session
+        if session.deletes_end_session and not session.open:
             return False
     todo = [i for i in items if i.server_id not in seen and not i.flagged_deleted]
     if not todo:
@@ -153,15 +174,17 @@ def _one_pass(run: FetchRun, account: MailAccount, owner: str, session) -> bool:
             raise MailboxError("lease_lost", "Another worker took over this account's fetch.")
         db.session.commit()  # one commit a batch: durable in the archive before anything is deleted
         removed = []
-        if not account.keep_on_server:
+        if removal.on:
             items = [i for i in batch if i.server_id in stored]
-            session.delete(items)
-            removed, run.deleted = [i.server_id for i in items], run.deleted + len(items)
-            if session.deletes_end_session:
-                break
+            if removal.remove(session, items, run):
+                removed, run.deleted = [i.server_id for i in items], run.deleted + len(items)
+            if session.deletes_end_session:  # POP3: the session ended with the deletion; go on in a new one
+                _note_removed(account.id, removed)
+                db.session.commit()
+                return False
     _note_removed(account.id, removed)
     db.session.commit()
-    return not session.deletes_end_session or not removed
+    return True
 
 
 def _check_uidvalidity(account: MailAccount, uidvalidity: int) -> None:
@@ -195,13 +218,16 @@ def _store_batch(run: FetchRun, account: MailAccount, session, batch) -> dict[st
     return {item.server_id: message_id for (item, _), (message_id, _) in zip(downloaded, results)}
 
 
-def _delete(session, items, seen: dict, run: FetchRun) -> None:
+def _delete(session, items, seen: dict, run: FetchRun, removal: _Removal) -> bool:
     """Remove what the archive holds from the server, then note it (the archive's commit came first)."""
     items = [i for i in items if i.server_id in seen]
-    session.delete(items)
+    if not removal.remove(session, items, run):
+        db.session.commit()
+        return False
     _note_removed(run.account_id, [item.server_id for item in items])
     run.deleted += len(items)
     db.session.commit()
+    return True
 
 
 def _note_removed(account_id: int, server_ids: list[str]) -> None:

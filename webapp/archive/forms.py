@@ -35,6 +35,9 @@ class AccountForm(SignInFields, FlaskForm):
         description="Only for a server with a certificate from its own CA. Otherwise the system's trust store decides.",
         validators=[Optional(), Length(max=20000), pem_certificates], filters=[strip])
     keep_on_server = BooleanField("Leave messages on the server and remember what was fetched")
+    exclusive_mailbox = BooleanField("This mailbox is Spacemail's alone: a plain EXPUNGE may be used",
+                                     description="Only matters for an IMAP server without UIDPLUS or MOVE. Before "
+                                     "each EXPUNGE Spacemail checks that no one else marked mail for deletion.")
     submit = SubmitField("Create")
 
     def connection_data(self) -> ConnectionData:
@@ -43,6 +46,7 @@ class AccountForm(SignInFields, FlaskForm):
             password=self.password.data or "", require_starttls=self.require_starttls.data,
             folder=self.folder.data or "INBOX", trusted_ca_pem=self.trusted_ca_pem.data or "",
             auth_method=self.auth_method.data or "password", oauth_ticket=self.oauth_ticket.data or "",
+            exclusive_mailbox=bool(self.exclusive_mailbox.data) if self.exclusive_mailbox else False,
         )
 
     def data_object(self) -> AccountData:

@@ -30,6 +30,7 @@ class SessionInfo:
     tls_version: str | None = None
     capabilities: list[str] = field(default_factory=list)
     message_count: int = 0
+    removal: str = ""  # how fetched mail leaves the server, in words (Test Connection says it)
 
 
 @contextlib.contextmanager
@@ -190,6 +191,7 @@ class POP3Session:
             self.pop.stls(context)
             capabilities = self._capabilities()
         self.info.capabilities = sorted(capabilities)
+        self.info.removal = "Fetched mail is removed from the server (DELE), after it is archived."
         self.pipelining = "PIPELINING" in capabilities
         if isinstance(self.pop.sock, ssl.SSLSocket):
             self.info.tls_version = self.pop.sock.version()
@@ -341,6 +343,36 @@ class IMAPSession:
         self.info.message_count = int(data[0] or 0)
         self.uidvalidity = int(self.imap.response("UIDVALIDITY")[1][0])
         self.uidplus = "UIDPLUS" in self.info.capabilities
+        self.move = "MOVE" in self.info.capabilities
+        self.trash = self._trash_folder() if not self.uidplus and self.move else None
+        self.info.removal = self._removal_words(settings)
+
+    def _removal_words(self, settings: MailboxSettings) -> str:
+        if self.uidplus:
+            return "Fetched mail is removed from the server (UID EXPUNGE), after it is archived."
+        if self.move and self.trash:
+            return f"The server lacks UIDPLUS: fetched mail is moved to its {self.trash} folder (MOVE)."
+        if settings.exclusive:
+            return ("The server lacks UIDPLUS: fetched mail is removed with a plain EXPUNGE, as this mailbox is "
+                    "Spacemail's alone (checked each time that no one else marked mail for deletion).")
+        return ("The server lacks UIDPLUS and MOVE: fetched mail stays on the server, unless you tick “This "
+                "mailbox is Spacemail's alone”.")
+
+    def _trash_folder(self) -> str | None:
+        """The folder marked \\Trash (RFC 6154), else one named Trash."""
+        with contextlib.suppress(imaplib.IMAP4.error):
+            typ, data = self.imap.list()
+            names = []
+            for line in data if typ == "OK" else []:
+                if isinstance(line, bytes):
+                    m = re.match(rb'\((?P<flags>[^)]*)\) (?:"[^"]*"|NIL) (?P<name>.+)$', line)
+                    if m:
+                        name = m.group("name").strip().strip(b'"').decode("utf-8", "replace")
+                        if b"\\trash" in m.group("flags").lower():
+                            return name
+                        names.append(name)
+            return next((n for n in names if n.lower() == "trash"), None)
+        return None
 
     def _sign_in_with_token(self, settings: MailboxSettings) -> None:
         """AUTHENTICATE XOAUTH2 or OAUTHBEARER, whichever the server advertises (OAUTHBEARER, the standard, first)."""
@@ -395,17 +427,30 @@ class IMAPSession:
                 pending = None
 
     def delete(self, items: list[ServerMessage]) -> None:
+        """UID EXPUNGE (UIDPLUS) of just these; else MOVE to the Trash; else, only for a mailbox that is Spacemail's
+        alone, a plain EXPUNGE after UID SEARCH DELETED finds nothing another client marked."""
         if not items:
             return
-        if not self.uidplus:
-            raise MailboxError("delete_unsupported", "The server lacks UIDPLUS, so fetched messages cannot be removed "
-                                                     "without touching others: they stay on the server.")
         uids = uid_set(item.ref for item in items)
         with translate_errors(self.settings, ""):
-            self.imap.uid("STORE", uids, "+FLAGS.SILENT", r"(\Deleted)")
-            typ, _ = self.imap.uid("EXPUNGE", uids)
+            if self.uidplus:
+                self.imap.uid("STORE", uids, "+FLAGS.SILENT", r"(\Deleted)")
+                typ, _ = self.imap.uid("EXPUNGE", uids)
+            elif self.move and self.trash:
+                typ, _ = self.imap.uid("MOVE", uids, '"%s"' % imap_utf7(self.trash).replace('"', '\\"'))
+            elif self.settings.exclusive:
+                typ, data = self.imap.uid("SEARCH", "DELETED")
+                if typ == "OK" and data and data[0] and data[0].split():
+                    raise MailboxError("delete_failed", "Another client marked messages in this mailbox for "
+                                       "deletion, so a plain EXPUNGE would remove them too: nothing was removed.")
+                self.imap.uid("STORE", uids, "+FLAGS.SILENT", r"(\Deleted)")
+                typ, _ = self.imap.expunge()
+            else:
+                raise MailboxError("delete_unsupported", "the server lacks UIDPLUS and MOVE, so fetched messages "
+                                   "cannot be removed without touching others (tick “This mailbox is Spacemail's "
+                                   "alone” to allow a plain EXPUNGE)")
         if typ != "OK":
-            raise MailboxError("delete_failed", "The server did not remove the fetched messages.")
+            raise MailboxError("delete_failed", "the server did not remove the fetched messages")
 
     def close(self) -> None:
         if self.open:

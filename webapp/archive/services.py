@@ -157,7 +157,8 @@ def run_connection_test(run: JobRun) -> None:
                   else access_token(test.settings.get("oauth_grant_id")))
         info = probe(settings_for(values, secret, timeout=15))
         test.result = {"ok": True, "tls_version": info.tls_version,
-                       "capabilities": info.capabilities[:40], "message_count": info.message_count}
+                       "capabilities": info.capabilities[:500], "message_count": info.message_count,
+                       "removal": info.removal}
     except MailboxError as exc:
         test.result = {"ok": False, "kind": exc.kind, "message": exc.message}
     except Exception:

@@ -23,6 +23,7 @@ class ReplyMailboxForm(AccountForm):
     name = None
     description = None
     keep_on_server = None
+    exclusive_mailbox = None
     enabled = BooleanField("Turn replies to notifications into comments")
     address = StringField("Reply address", description="Notifications get Reply-To: this address with a signed "
                           "+tag (replies+r12-34-…@example.org); the mailbox must accept plus-addressed mail.",
