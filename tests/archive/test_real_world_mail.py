@@ -270,3 +270,30 @@ def test_forwards_and_bogus_references_do_not_join_threads(team):
     assert thread_of("fwd@x") != thread_of("orig@x") and thread_of("fw@x") != thread_of("orig@x")
     assert thread_of("aw@x") == thread_of("orig@x")
     assert thread_of("u1@x") != thread_of("u2@x")
+
+
+def test_the_sender_filter_folds_case_in_every_script(team, client):
+    for i, sender in enumerate(["Åse Øster <ase@example.no>", "Иван Иванов <ivan@example.ru>",
+                                "Ann <ANN@Example.org>"]):
+        ingest.store(team.id, None, f"From: {sender}\r\nSubject: s{i}\r\nMessage-ID: <s{i}@x>\r\n\r\nb\r\n".encode())
+    db.session.commit()
+    for typed, expected in (("øster", "s0"), ("ØSTER", "s0"), ("иванов", "s1"), ("ann@example", "s2"),
+                            ("100%", None)):
+        page = client.get("/spaces/TEAM/mail", query_string={"sender": typed}).get_data(as_text=True)
+        shown = {s for s in ("s0", "s1", "s2") if f">{s}<" in page}
+        assert shown == ({expected} if expected else set()), (typed, shown)
+
+
+def test_search_ignores_diacritics_and_marks_the_word_as_written(team):
+    from webapp.archive.search import search
+
+    ingest.store(team.id, None, "From: a@example.org\r\nSubject: Neues Büro\r\nMessage-ID: <d1@x>\r\n"
+                                "Content-Type: text/plain; charset=utf-8\r\n\r\nWir treffen uns im Café.\r\n".encode())
+    ingest.store(team.id, None, b"From: a@example.org\r\nSubject: plain\r\nMessage-ID: <d2@x>\r\n\r\nthe cafe\r\n")
+    db.session.commit()
+    assert len(search(team.id, "buro")) == 1 and len(search(team.id, "Büro")) == 1
+    hits = search(team.id, "cafe")
+    assert len(hits) == 2
+    marked = {str(h.snippet) for h in hits}
+    assert any("<mark>Café</mark>" in m for m in marked) and any("<mark>cafe</mark>" in m for m in marked)
+    assert len(search(team.id, "caf*")) == 2

@@ -28,6 +28,11 @@ def subject_key(subject: str) -> str:
     return _REPLY_PREFIX.sub("", subject or "").strip().lower()[:200]
 
 
+def sender_key(name: str, address: str) -> str:
+    """What the sender filter matches: name and address case-folded in every script ("Øster", "Иванов")."""
+    return f"{name or ''} {address or ''}".casefold()
+
+
 def threading_refs(parsed: Parsed) -> list[str]:
     """The references that may join threads: real Message-IDs only ("<yes>", "<1>" and other junk some clients
     write would glue unrelated mail together), never the message's own."""
@@ -220,6 +225,7 @@ def _message_row(space_id: int, account_id: int | None, parsed: Parsed) -> dict:
         space_id=space_id, account_id=account_id, sha256=parsed.sha256, size=parsed.size,
         message_id_header=(parsed.message_id or "")[:300] or None, in_reply_to=parsed.in_reply_to,
         subject=parsed.subject, from_name=parsed.from_name, from_addr=parsed.from_addr,
+        sender_key=sender_key(parsed.from_name, parsed.from_addr),
         to_addrs=parsed.to_addrs, cc_addrs=parsed.cc_addrs, date=parsed.date or now,
         has_attachments=bool(parsed.attachments), attachments=parsed.attachments, body_text=parsed.text,
         parse_problem=parsed.problem, received_at=now, deleted_at=None, deleted_by_id=None,

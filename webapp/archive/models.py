@@ -126,6 +126,8 @@ class Message(db.Model):
     subject: Mapped[str] = mapped_column(db.Text, default="")
     from_name: Mapped[str] = mapped_column(db.String(300), default="")
     from_addr: Mapped[str] = mapped_column(db.String(300), default="", index=True)
+    # Name and address case-folded for the sender filter: SQLite's LIKE and lower() fold ASCII letters only.
+    sender_key: Mapped[str] = mapped_column(db.Text, default="")
     to_addrs: Mapped[str] = mapped_column(db.Text, default="")
     cc_addrs: Mapped[str] = mapped_column(db.Text, default="")
     date: Mapped[datetime] = mapped_column(UTCDateTime)

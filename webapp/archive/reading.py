@@ -3,7 +3,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import and_, or_, select, tuple_
+from sqlalchemy import and_, select, tuple_
 
 from webapp.archive import search
 from webapp.archive.models import Message, MessageRaw, Thread
@@ -53,8 +53,8 @@ def decode_cursor(value: str | None) -> tuple[datetime, int] | None:
 def _message_filters(query, space_id: int, filters: Filters):
     query = query.where(Message.space_id == space_id, Message.deleted_at.is_(None))
     if filters.sender:
-        pattern = f"%{filters.sender.lower()}%"
-        query = query.where(or_(Message.from_addr.like(pattern), Message.from_name.ilike(pattern)))
+        folded = filters.sender.casefold().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Message.sender_key.like(f"%{folded}%", escape="\\"))
     bounds = month_bounds(filters.month)
     if bounds:
         query = query.where(Message.date >= bounds[0], Message.date < bounds[1])
