@@ -273,6 +273,17 @@ def dovecot_move_only():
 
 
 @pytest.fixture(scope="session")
+def mailutils():
+    """GNU Mailutils' imap4d (no UIDPLUS, no MOVE): a second real IMAP server beside Dovecot."""
+    from tests.mailutils import start_mailutils
+
+    server = start_mailutils()
+    yield server
+    server.stop()
+    shutil.rmtree(server.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def dovecot_without_tls():
     """A second Dovecot that offers no TLS at all (for "STARTTLS not offered")."""
     yield from _dovecot(ssl=False)

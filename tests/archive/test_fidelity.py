@@ -15,7 +15,6 @@ from tests.archive.test_real_world_mail import SAMPLES
 from webapp.archive import ingest
 from webapp.archive.models import Message, MessageRaw
 from webapp.archive.parse import parse
-from webapp.extensions import db
 from webapp.spaces.services import create_site_space
 
 CORPUS = Path("/usr/lib/python3.11/test/test_email/data")

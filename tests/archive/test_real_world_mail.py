@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import io
+import itertools
 
 import pytest
 from sqlalchemy import func, select
@@ -233,20 +234,25 @@ JWZ = {"r1": mail("r1@x", "Re: Plan", ["root@x"], "root@x"), "r2": mail("r2@x", 
        "mid": mail("mid@x", "Re: Plan", ["root@x"], "root@x"), "root": mail("root@x", "Plan")}
 
 
-@pytest.mark.parametrize("order", [["r1", "r2", "r3", "mid", "root"], ["root", "r3", "r1", "mid", "r2"],
-                                   ["r3", "r1", "r2", "root", "mid"], ["mid", "r3", "root", "r2", "r1"]])
-@pytest.mark.parametrize("batched", [False, True])
-def test_replies_to_a_missing_parent_share_a_thread_and_join_it(team, order, batched):
-    if batched:
-        ingest.store_batch(team.id, None, [JWZ[k] for k in order])
-    else:
-        for key in order:
-            ingest.store(team.id, None, JWZ[key])
+def test_replies_to_a_missing_parent_share_a_thread_and_join_it_in_every_order(team, make_user):
+    """All 120 arrival orders of a root, its missing-then-arriving child and three replies, one at a time and
+    as one batch: always one thread of five."""
+    owner = make_user("orders")
+    threads = db.metadata.tables["archive_threads"]
+    for n, order in enumerate(itertools.permutations(JWZ)):
+        for batched in (False, True):
+            space = create_site_space(owner, f"O{n}{'B' if batched else 'S'}", f"Order {n}")
+            if batched:
+                ingest.store_batch(space.id, None, [JWZ[k] for k in order])
+            else:
+                for key in order:
+                    ingest.store(space.id, None, JWZ[key])
             db.session.commit()
-    db.session.commit()
-    assert len({thread_of(f"{k}@x") for k in JWZ}) == 1
-    assert db.session.scalar(select(func.count()).select_from(db.metadata.tables["archive_threads"]).where(
-        db.metadata.tables["archive_threads"].c.message_count > 0)) == 1
+            found = {db.session.scalar(select(Message.thread_id).where(
+                Message.space_id == space.id, Message.message_id_header == f"{k}@x")) for k in JWZ}
+            assert len(found) == 1, (order, batched)
+            assert db.session.scalar(select(func.count()).select_from(threads).where(
+                threads.c.space_id == space.id, threads.c.message_count > 0)) == 1, (order, batched)
 
 
 def test_two_missing_parents_glued_by_a_later_reply(team):

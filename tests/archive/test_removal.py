@@ -5,6 +5,8 @@ advertise those capabilities."""
 import imaplib
 import ssl
 
+
+import pytest
 from sqlalchemy import func, select
 
 from tests.archive.helpers import message, team_with_account
@@ -90,3 +92,21 @@ def test_connection_test_shows_every_capability_and_how_mail_leaves(app, make_us
         if server is dovecot:
             offered = result.split('class="mono">')[1].split("</p>")[0].split()
             assert {"UIDPLUS", "WITHIN", "BINARY"} <= set(offered)  # the last sorted ones too
+
+
+@pytest.mark.parametrize("protocol", ["imaps", "imap"])
+def test_gnu_mailutils_imap_archives_everything_and_empties_only_an_exclusive_mailbox(app, make_user, mailutils,
+                                                                                      run_jobs, protocol):
+    """The server where two thirds of a mailbox were never archived (issue 16): now all of it is, every time."""
+    app.config["FETCH_BATCH_SIZE"] = 3
+    admin, space, account, user = team_with_account(make_user, mailutils, protocol)
+    mailutils.deliver(user, [message(i) for i in range(10)])
+    run = fetch_once(account, run_jobs)
+    assert (run.state, run.fetched, run.deleted, run.error_class) == ("done", 10, 0, "not_removed")
+    assert count(space) == 10 and len(mailutils.mailbox_files(user)) == 10
+    account.exclusive_mailbox = True
+    db.session.commit()
+    mailutils.deliver(user, [message(i) for i in range(10, 14)])
+    run = fetch_once(account, run_jobs)
+    assert (run.state, run.fetched, run.error_class) == ("done", 4, None)
+    assert count(space) == 14 and mailutils.mailbox_files(user) == []
