@@ -1,7 +1,7 @@
-"""A second real IMAP server for the fetch journeys: GNU Mailutils' imap4d from Debian (IMAP with STARTTLS and
-IMAPS), virtual users in a passwd file, Maildirs. It has neither UIDPLUS nor MOVE, which is the point. (Its pop3d
-answered every session "[IN-USE] Mailbox in use" on a Maildir in this rootless set-up, whatever the locker, so
-POP3 stays with Dovecot.)"""
+"""A second real IMAP/POP3 server for the fetch journeys: GNU Mailutils' imap4d and pop3d from Debian (IMAP with
+STARTTLS, IMAPS, POP3 with STLS, POP3S), virtual users in a passwd file, Maildirs. Its IMAP server has neither
+UIDPLUS nor MOVE, which is the point. pop3d's mandatory locking wants /var/lock/subsys/mail: it is off here
+(without it every session was "[IN-USE] Mailbox in use")."""
 import os
 import pwd
 import shutil
@@ -37,7 +37,7 @@ server 127.0.0.1:{tls} {{ tls-mode connection; }}
 @dataclass
 class Mailutils:
     root: Path
-    ports: dict  # imap, imaps
+    ports: dict  # imap, imaps, pop3, pop3s
     ca: CA
     procs: list = field(default_factory=list)
     next_user: int = 0
@@ -83,7 +83,8 @@ class Mailutils:
 
 
 def start_mailutils() -> Mailutils:
-    assert shutil.which("imap4d"), "imap4d is not installed: run ./scripts/test (mailutils-imap4d)"
+    for binary in ("imap4d", "pop3d"):
+        assert shutil.which(binary), f"{binary} is not installed: run ./scripts/test (mailutils-imap4d, -pop3d)"
     root = Path(tempfile.mkdtemp(prefix="spacemail-mailutils-"))
     os.chmod(root, 0o755)
     ca = make_ca("Spacemail Mailutils Test CA")
@@ -101,11 +102,12 @@ def start_mailutils() -> Mailutils:
                             check=True).stdout.strip()
     (root / "passwd.d" / DOMAIN).write_text("".join(
         f"u{n}:{hashed}:{uid}:{gid}:User {n}:{root}/mail/u{n}:/bin/false\n" for n in range(1, USERS + 1)))
-    ports = {name: free_port() for name in ("imap", "imaps")}
+    ports = {name: free_port() for name in ("imap", "imaps", "pop3", "pop3s")}
     server = Mailutils(root, ports, ca)
-    for binary, plain, tls in (("imap4d", "imap", "imaps"),):
+    for binary, plain, tls, extra in (("imap4d", "imap", "imaps", ""),
+                                      ("pop3d", "pop3", "pop3s", "mandatory-locking { enable no; }\n")):
         config = root / f"{binary}.conf"
-        config.write_text(CONFIG.format(root=root, plain=ports[plain], tls=ports[tls]))
+        config.write_text(CONFIG.format(root=root, plain=ports[plain], tls=ports[tls]) + extra)
         log = open(root / f"{binary}.log", "wb")
         server.procs.append(subprocess.Popen([shutil.which(binary), f"--config-file={config}", "--no-site-config"],
                                              stdout=log, stderr=subprocess.STDOUT))
@@ -115,6 +117,6 @@ def start_mailutils() -> Mailutils:
             wait_for_port(port, timeout=15)
     except RuntimeError:
         server.stop()
-        logs = (root / "imap4d.log").read_text()[-1000:]
+        logs = " ".join((root / f"{b}.log").read_text()[-1000:] for b in ("imap4d", "pop3d"))
         raise RuntimeError(f"mailutils did not start: {logs}") from None
     return server

@@ -94,6 +94,16 @@ def test_connection_test_shows_every_capability_and_how_mail_leaves(app, make_us
             assert {"UIDPLUS", "WITHIN", "BINARY"} <= set(offered)  # the last sorted ones too
 
 
+@pytest.mark.parametrize("protocol", ["pops", "pop"])
+def test_gnu_mailutils_pop3_fetches_and_empties_the_mailbox(app, make_user, mailutils, run_jobs, protocol):
+    app.config["FETCH_BATCH_SIZE"] = 3
+    admin, space, account, user = team_with_account(make_user, mailutils, protocol)
+    mailutils.deliver(user, [message(i) for i in range(7)])
+    run = fetch_once(account, run_jobs)
+    assert (run.state, run.error_message, run.fetched, run.deleted) == ("done", None, 7, 7)
+    assert count(space) == 7 and mailutils.mailbox_files(user) == []
+
+
 @pytest.mark.parametrize("protocol", ["imaps", "imap"])
 def test_gnu_mailutils_imap_archives_everything_and_empties_only_an_exclusive_mailbox(app, make_user, mailutils,
                                                                                       run_jobs, protocol):
