@@ -1,4 +1,4 @@
-"""archive: a case-folded sender column for the sender filter
+"""archive: a case-folded sender column for the sender filter; threads' subject keys keep "Fwd:"
 
 Revision ID: 0014
 Revises: 0013
@@ -6,7 +6,8 @@ Create Date: 2026-12-01 13:00:00
 
 SQLite's LIKE and lower() fold ASCII letters only, so "øster" did not find "Øster" nor "иванов" "Иванов"
 (issue 16). The name and address, case-folded by Python (str.casefold), are stored beside them; existing rows
-are filled here in batches.
+are filled here in batches. A forward is no longer a reply, so the subject key a thread is found by keeps its
+"Fwd:" (webapp.archive.ingest.subject_key): the threads' keys are computed again.
 """
 import sqlalchemy as sa
 from alembic import op
@@ -33,6 +34,18 @@ def upgrade():
         last = rows[-1][0]
     with op.batch_alter_table('archive_messages', schema=None) as batch_op:
         batch_op.alter_column('sender_key', server_default=None)
+    from webapp.archive.ingest import subject_key
+
+    last = 0
+    while True:
+        rows = bind.execute(sa.text("SELECT id, subject, subject_key FROM archive_threads WHERE id > :last "
+                                    "ORDER BY id LIMIT :n"), {"last": last, "n": BATCH}).all()
+        if not rows:
+            break
+        changed = [{"id": i, "k": subject_key(subject)} for i, subject, key in rows if subject_key(subject) != key]
+        if changed:
+            bind.execute(sa.text("UPDATE archive_threads SET subject_key = :k WHERE id = :id"), changed)
+        last = rows[-1][0]
 
 
 def downgrade():

@@ -146,7 +146,8 @@ def disposition(part: Message) -> str:
 def roles(msg: Message, overflow: list | None = None):
     """(index, part, role, inside an attached message) for each leaf part, as a mail client reads them (the rules
     of email.message.get_body): a text/plain or text/html part not marked "attachment" is body, even when it
-    carries a file name, unless the message already has a body of that type and this one is a named file; an
+    carries a file name, unless the message already has a body and this one is a named file (invoice.html after
+    the text is a file to open, not the message); an
     image with a Content-ID (shown by the HTML body) is inline; everything else is an attachment."""
     seen, attached_from = set(), None
     for index, part in enumerate(msg.walk()):
@@ -161,7 +162,7 @@ def roles(msg: Message, overflow: list | None = None):
         ctype, how = part.get_content_type(), disposition(part)
         named = ctype in BODY_TYPES and bool(_filename(part))
         inside = attached_from is not None
-        if ctype in BODY_TYPES and how != "attachment" and not (named and ctype in seen):
+        if ctype in BODY_TYPES and how != "attachment" and not (named and seen):
             seen.add(ctype)
             yield index, part, TEXT if ctype == "text/plain" else HTML, inside
         elif ctype.startswith("image/") and part.get("Content-ID") and how != "attachment":
