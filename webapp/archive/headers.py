@@ -149,8 +149,8 @@ def addresses(values, fallback=None) -> list[tuple[str, str]]:
     raw = [clean(raw_text(v, fallback)) for v in values or []]
     found = []
     for name, address in email.utils.getaddresses(raw):
-        name = clean(decode_words(name, fallback))
-        address = clean(address)
+        name = clean(decode_words(name, fallback)) if "=?" in name else name.strip()
+        address = address.strip()
         if address or name:
             found.append((name, address))
     return found
