@@ -125,7 +125,7 @@ class _Removal:
                 raise
             self.on = False
             run.error_class = "not_removed"
-            run.error_message = f"Archived, but could not be removed from the server: {exc.message}."
+            run.error_message = f"Archived, but could not be removed from the server: {exc.message.rstrip('.')}."
             return False
 
 
