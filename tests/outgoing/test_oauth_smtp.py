@@ -72,6 +72,7 @@ def test_mail_waits_while_reconnect_is_needed_then_goes_out(app, client, root, r
     assert not oauth_smtp.messages
     assert "Reconnect needed" in client.get("/admin/mail-servers").get_data(as_text=True)
     assert "SMTP server Provider SMTP" in client.get("/admin/sign-in-providers").get_data(as_text=True)
+    assert "1 to reconnect" in client.get("/admin/users").get_data(as_text=True)  # on every Administration tab
 
     edit = f"/admin/mail-servers/{server.id}/edit"
     form = server_form(oauth_smtp, grant.provider, username=ADDRESS,

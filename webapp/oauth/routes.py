@@ -45,6 +45,12 @@ def sign_in_grant(connection):
     return grant_of(connection) if connection is not None else None
 
 
+@bp.app_template_global("reconnects_needed")
+def reconnects_needed() -> int:
+    """For Administration's tabs: how many connections wait for someone to sign in with their provider again."""
+    return len(broken())
+
+
 @bp.route("/admin/sign-in-providers")
 @admin_required
 def providers_page():
