@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from webapp.errors import UserError
 from webapp.extensions import db
 from webapp.oauth.http import ProviderError, call, check_url
-from webapp.oauth.models import GOOGLE, MICROSOFT, OAuthGrant, OAuthProvider
+from webapp.oauth.models import GOOGLE, MICROSOFT, OAuthProvider
 from webapp.security import secret_box
 
 # Google: https://developers.google.com/identity/protocols/oauth2/web-server and
@@ -177,8 +177,3 @@ def connection_tables():
 def grants_in_use():
     """The ids of grants some connection signs in with."""
     return [select(t.c.oauth_grant_id).where(t.c.oauth_grant_id.is_not(None)) for t in connection_tables()]
-
-
-def is_attached(grant: OAuthGrant) -> bool:
-    return any(db.session.scalar(select(t.c.oauth_grant_id).where(t.c.oauth_grant_id == grant.id).limit(1))
-               for t in connection_tables())
