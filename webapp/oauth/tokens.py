@@ -14,7 +14,7 @@ from sqlalchemy import or_, select, update
 from webapp.extensions import db
 from webapp.mailnet import MailboxError
 from webapp.oauth.http import ProviderError, call
-from webapp.oauth.models import APP_ONLY, GRANT_OK, GRANT_RECONNECT, OAuthGrant, OAuthProvider
+from webapp.oauth.models import APP_ONLY, GRANT_OK, GRANT_RECONNECT, OAuthFlow, OAuthGrant, OAuthProvider
 from webapp.oauth.providers import client_secret, grants_in_use
 from webapp.security import secret_box
 from webapp.signals import grant_needs_reconnect
@@ -196,8 +196,6 @@ def refresh_due() -> int:
 
 def forget_unused(days: int = 1) -> int:
     """Grants no connection took (a Connect whose form was never saved) go after a day, with their flows."""
-    from webapp.oauth.models import OAuthFlow
-
     old = utcnow() - timedelta(days=days)
     for flow in db.session.scalars(select(OAuthFlow).where(OAuthFlow.created_at < old)):
         db.session.delete(flow)
