@@ -87,6 +87,13 @@ def mailbox_security(protocol: str, require_starttls: bool) -> str:
     return STARTTLS if require_starttls else PLAIN
 
 
+def fresh_secret(auth_method: str, password: str, oauth_ticket: str) -> bool:
+    """Whether a form gives a new secret: a password typed, a sign-in just made, or app-only access (which signs
+    in with the provider's own secret, the system admin's)."""
+    kind = auth_kind(auth_method)
+    return bool(password) if kind == PASSWORD else bool(oauth_ticket) if kind == OAUTH else True
+
+
 def needs_secret_again(stored: Endpoint | None, wanted: Endpoint, has_stored_secret: bool) -> bool:
     """The one rule: the stored secret may only be reused for the very endpoint it was entered for."""
     return stored is None or not has_stored_secret or stored != wanted
@@ -132,15 +139,10 @@ class ConnectionData:
         names = {f.name for f in fields(cls)} - {"password", "trusted_ca_pem", "oauth_ticket"}
         return cls(password="", trusted_ca_pem=trusted_ca_pem or "", **{k: v for k, v in values.items() if k in names})
 
-    @property
-    def fresh_secret(self) -> bool:
-        """A password typed, a sign-in just made, or app-only access (the provider's own secret, the admin's)."""
-        kind = auth_kind(self.auth_method)
-        return bool(self.password) if kind == PASSWORD else bool(self.oauth_ticket) if kind == OAUTH else True
-
     def secret_problem(self, stored: Endpoint | None, has_stored_secret: bool) -> str | None:
         """Why the secret must be given again for this endpoint, or None when the stored one may be reused."""
-        if self.fresh_secret or not needs_secret_again(stored, self.endpoint, has_stored_secret):
+        if (fresh_secret(self.auth_method, self.password, self.oauth_ticket)
+                or not needs_secret_again(stored, self.endpoint, has_stored_secret)):
             return None
         return secret_again_message(stored, self.endpoint, has_stored_secret)
 

@@ -13,8 +13,8 @@ from webapp.archive.models import (
 from webapp.errors import UserError
 from webapp.extensions import db
 from webapp.jobs import FETCH_ACCOUNT, TEST_CONNECTION, JobRun, enqueue_after_commit, start_job
-from webapp.mailnet import PASSWORD, ConnectionData, Endpoint, MailboxError, auth_kind, mailbox_security, settings_for
-from webapp.oauth.credentials import SignInChoiceError, resolve
+from webapp.mailnet import PASSWORD, ConnectionData, Endpoint, MailboxError, auth_kind, settings_for
+from webapp.oauth.credentials import SignInChoiceError, resolve_mailbox
 from webapp.oauth.models import GRANT_RECONNECT, OAuthGrant
 from webapp.oauth.tokens import access_token
 from webapp.security import secret_box
@@ -79,9 +79,8 @@ def _apply(account: MailAccount, data: AccountData, grant_id: int | None) -> Non
 
 def grant_for(data: ConnectionData, user, stored_grant_id: int | None = None) -> int | None:
     """The provider's grant the form's values sign in with (webapp/oauth), or None for a password or to keep it."""
-    encrypted = mailbox_security(data.protocol, data.require_starttls) != "none"
     try:
-        return resolve(data, user, data.host, encrypted, stored_grant_id)
+        return resolve_mailbox(data, user, stored_grant_id)
     except SignInChoiceError as exc:
         raise ArchiveError(str(exc)) from None
 

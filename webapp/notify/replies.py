@@ -16,8 +16,8 @@ from webapp.content.models import Page
 from webapp.content.services import add_comment
 from webapp.extensions import db
 from webapp.errors import UserError
-from webapp.mailnet import ConnectionData, MailboxError, mailbox_security
-from webapp.oauth.credentials import SignInChoiceError, mailbox_settings, resolve
+from webapp.mailnet import ConnectionData, MailboxError
+from webapp.oauth.credentials import SignInChoiceError, mailbox_settings, resolve_mailbox
 from webapp.notify.models import ReplyMailbox, ReplyReceipt
 from webapp.spaces.access import can
 from webapp.spaces.models import VIEW, Space
@@ -45,9 +45,8 @@ def save_mailbox(box: ReplyMailbox, enabled: bool, address: str, data: Connectio
     problem = data.secret_problem(box.endpoint if has_secret else None, has_secret)
     if problem:
         raise UserError(problem)
-    encrypted = mailbox_security(data.protocol, data.require_starttls) != "none"
     try:
-        grant_id = resolve(data, user, data.host, encrypted, box.oauth_grant_id)
+        grant_id = resolve_mailbox(data, user, box.oauth_grant_id)
     except SignInChoiceError as exc:
         raise UserError(str(exc)) from None
     box.enabled, box.address = enabled, address

@@ -4,7 +4,9 @@ from sqlalchemy import select
 
 from webapp.errors import UserError
 from webapp.extensions import db
-from webapp.mailnet import APP, OAUTH, PASSWORD, MailboxSettings, auth_kind, auth_provider_id, settings_for
+from webapp.mailnet import (
+    APP, OAUTH, PASSWORD, PLAIN, MailboxSettings, auth_kind, auth_provider_id, mailbox_security, settings_for,
+)
 from webapp.oauth.flows import flow_for_ticket
 from webapp.oauth.models import APP_ONLY, OAuthGrant, OAuthProvider
 from webapp.oauth.providers import app_mailboxes_of, connection_tables, hosts_of, providers
@@ -47,6 +49,12 @@ def choices() -> list[tuple[str, str]]:
 def provider_of(auth_method: str) -> OAuthProvider | None:
     provider_id = auth_provider_id(auth_method)
     return db.session.get(OAuthProvider, provider_id) if provider_id else None
+
+
+def resolve_mailbox(data, user, stored_grant_id: int | None = None) -> int | None:
+    """resolve() for a mailbox's form values (a mail account, the reply mailbox): encrypted unless plain POP/IMAP."""
+    encrypted = mailbox_security(data.protocol, data.require_starttls) != PLAIN
+    return resolve(data, user, data.host, encrypted, stored_grant_id)
 
 
 def resolve(data, user, host: str, encrypted: bool, stored_grant_id: int | None = None) -> int | None:

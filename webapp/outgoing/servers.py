@@ -7,7 +7,9 @@ from sqlalchemy import func, select, update
 
 from webapp.errors import UserError
 from webapp.extensions import db
-from webapp.mailnet import OAUTH, PASSWORD, Endpoint, auth_kind, needs_secret_again, secret_again_message
+from webapp.mailnet import (
+    OAUTH, PASSWORD, Endpoint, auth_kind, fresh_secret, needs_secret_again, secret_again_message,
+)
 from webapp.oauth.credentials import SignInChoiceError, resolve
 from webapp.outgoing.models import DEFAULT_PORTS, NONE, QUEUED, STARTTLS, TLS, OutboundMail, SmtpServer, SmtpTest
 from webapp.outgoing.queue import flush
@@ -47,6 +49,13 @@ class ServerData:
     @property
     def signs_in_with_provider(self) -> bool:
         return auth_kind(self.auth_method) != PASSWORD
+
+    @property
+    def secret_missing(self) -> str:
+        """What to do when a username has no secret: type the password, or Connect."""
+        if self.signs_in_with_provider:
+            return secret_again_message(None, self.endpoint, False)
+        return "Enter the password for this username, or clear the username to send without signing in."
 
 
 def servers() -> list[SmtpServer]:
@@ -150,10 +159,8 @@ def _grant(data: ServerData, user, stored_grant_id: int | None = None) -> int | 
 
 
 def create_server(data: ServerData, user=None) -> SmtpServer:
-    if data.signs_in_with_provider and not data.oauth_ticket and auth_kind(data.auth_method) == OAUTH:
-        raise OutgoingError(secret_again_message(None, data.endpoint, False))
-    if data.username and not data.password and not data.signs_in_with_provider:
-        raise OutgoingError("Enter the password for this username, or clear the username to send without signing in.")
+    if data.username and not fresh_secret(data.auth_method, data.password, data.oauth_ticket):
+        raise OutgoingError(data.secret_missing)
     grant_id = _grant(data, user)
     position = (db.session.scalar(select(func.max(SmtpServer.position))) or 0) + 1
     server = SmtpServer(position=position)
@@ -167,11 +174,10 @@ def update_server(server: SmtpServer, data: ServerData, user=None) -> None:
     """A username's password is typed again for any change of where it goes or how it is protected (mailnet);
     a provider's sign-in likewise is made again."""
     stored, has_secret = server.endpoint, bool(server.username and server.has_stored_secret)
-    fresh = data.password if not data.signs_in_with_provider else (
-        data.oauth_ticket or auth_kind(data.auth_method) != OAUTH)
+    fresh = fresh_secret(data.auth_method, data.password, data.oauth_ticket)
     if data.username and not fresh and needs_secret_again(stored, data.endpoint, has_secret):
-        raise OutgoingError(secret_again_message(stored, data.endpoint, has_secret)
-                            if has_secret else secret_again_message(None, data.endpoint, False))
+        raise OutgoingError(secret_again_message(stored, data.endpoint, has_secret) if has_secret
+                            else data.secret_missing)
     grant_id = _grant(data, user, server.oauth_grant_id)
     _apply(server, data, grant_id)
     if grant_id is not None:
