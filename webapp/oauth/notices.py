@@ -3,7 +3,7 @@ list Administration shows (every connection whose sign-in needs a person)."""
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from webapp.archive.models import MailAccount
 from webapp.auth.models import User
@@ -11,6 +11,7 @@ from webapp.extensions import db
 from webapp.notify.models import ReplyMailbox
 from webapp.oauth.credentials import grant_of
 from webapp.oauth.models import GRANT_RECONNECT, OAuthGrant
+from webapp.oauth.providers import connection_tables
 from webapp.outgoing.models import SmtpServer
 from webapp.outgoing.queue import QueueError, queue_mail
 from webapp.settings import base_url
@@ -44,6 +45,14 @@ def broken(grant_ids=None) -> list[Broken]:
         found.append(Broken(f"SMTP server {server.name}", f"/admin/mail-servers/{server.id}/edit",
                             grant_of(server)))
     return found
+
+
+def count_broken() -> int:
+    """How many connections sign in with a grant that needs reconnecting: one count per table, no rows loaded
+    (Administration's tabs show it on every page)."""
+    waiting = select(OAuthGrant.id).where(OAuthGrant.status == GRANT_RECONNECT)
+    return sum(db.session.scalar(select(func.count()).select_from(t).where(t.c.oauth_grant_id.in_(waiting))) or 0
+               for t in connection_tables())
 
 
 def _fixers(item: Broken) -> list[User]:

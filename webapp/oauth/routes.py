@@ -14,7 +14,7 @@ from webapp.oauth.credentials import grant_of, provider_of
 from webapp.oauth.flows import SignInError, finish, start
 from webapp.oauth.forms import ProviderForm
 from webapp.oauth.models import KINDS, OAuthProvider
-from webapp.oauth.notices import broken
+from webapp.oauth.notices import broken, count_broken
 from webapp.oauth.providers import (
     GOOGLE_SCOPES, MICROSOFT_SCOPES, ProviderSetupError, configured_secret, env_name, in_use, providers, redirect_uri,
     remove_provider, save_provider,
@@ -48,7 +48,7 @@ def sign_in_grant(connection):
 @bp.app_template_global("reconnects_needed")
 def reconnects_needed() -> int:
     """For Administration's tabs: how many connections wait for someone to sign in with their provider again."""
-    return len(broken())
+    return count_broken()
 
 
 @bp.route("/admin/sign-in-providers")
