@@ -66,6 +66,7 @@ def finish(args, user, session_id: int | None) -> OAuthFlow:
     db.session.refresh(flow)
     verifier = secret_box().decrypt(flow.verifier_encrypted) if flow.verifier_encrypted else ""
     flow.verifier_encrypted = None
+    db.session.commit()  # used, durably, before the provider is asked: no write lock held across that call
     if flow.created_at < utcnow() - timedelta(minutes=FLOW_MINUTES):
         return _failed(flow, "The sign-in took too long: start it again with Connect.")
     if args.get("error"):
