@@ -20,6 +20,7 @@ BLOB_CHUNK = 1024 * 1024
 _REPLY = r"(re|aw|sv|vs|antw|antwort|odp|res|rif|ref|ynt|atb|vá|ats|rv|απ|отв|回复|回覆|答复|返信)"
 _REPLY_PREFIX = re.compile(rf"^\s*({_REPLY}\s*(\[\d+\]|\(\d+\))?\s*[:：]\s*|\[[^\]]{{1,40}}\]\s*)+", re.I)
 _LIST_TAG = re.compile(r"^\s*(\[[^\]]{1,40}\]\s*)+")
+_REPLY_START = re.compile(rf"^\s*{_REPLY}\s*(\[\d+\]|\(\d+\))?\s*[:：]", re.I)
 
 
 def subject_key(subject: str) -> str:
@@ -301,8 +302,8 @@ def _touch_existing(joined: list[tuple[int, datetime]]) -> None:
 
 
 def _looks_like_reply(subject: str) -> bool:
-    return bool(_REPLY_PREFIX.match(_LIST_TAG.sub("", subject or ""))) and bool(
-        re.match(rf"^\s*{_REPLY}", _LIST_TAG.sub("", subject or ""), re.I))
+    """'Re: …' (in any of its languages), after any list tags; a forward or a plain subject is not."""
+    return bool(_REPLY_START.match(_LIST_TAG.sub("", subject or "")))
 
 
 def _subject_thread(space_id: int, subject: str, batch_threads: list) -> int | _NewThread | None:
