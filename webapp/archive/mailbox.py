@@ -440,7 +440,8 @@ class IMAPSession:
                 typ, _ = self.imap.uid("MOVE", uids, '"%s"' % imap_utf7(self.trash).replace('"', '\\"'))
             elif self.settings.exclusive:
                 typ, data = self.imap.uid("SEARCH", "DELETED")
-                if typ == "OK" and data and data[0] and data[0].split():
+                flagged = {int(u) for u in (data[0] or b"").split()} if typ == "OK" and data else set()
+                if flagged - {item.ref for item in items}:  # ours (a fetch cut short after STORE) may go
                     raise MailboxError("delete_failed", "Another client marked messages in this mailbox for "
                                        "deletion, so a plain EXPUNGE would remove them too: nothing was removed.")
                 self.imap.uid("STORE", uids, "+FLAGS.SILENT", r"(\Deleted)")
