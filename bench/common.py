@@ -118,17 +118,23 @@ def postgres_url(name: str) -> str | None:
     return server.rsplit("/", 1)[0] + f"/bench_{name}"
 
 
+def open_app(url: str, **config):
+    """An app on the database at `url` as it is (an archive built before)."""
+    from webapp import create_app
+
+    return create_app({"SQLALCHEMY_DATABASE_URI": url, "WTF_CSRF_ENABLED": False, "RATELIMIT_ENABLED": False,
+                       "PASSWORD_HASH_METHOD": "scrypt:1024:8:1", **config})
+
+
 def make_app(url: str, **config):
     """An app on a new, empty database at `url` with one site space BENCH and its admin `bench`."""
-    from webapp import create_app
     from webapp.archive import search
     from webapp.auth.services import create_user
     from webapp.extensions import db
     from webapp.settings import SiteSettings
     from webapp.spaces.services import create_site_space
 
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "WTF_CSRF_ENABLED": False, "RATELIMIT_ENABLED": False,
-                      "PASSWORD_HASH_METHOD": "scrypt:1024:8:1", **config})
+    app = open_app(url, **config)
     with app.app_context():
         db.create_all()
         with db.engine.begin() as conn:

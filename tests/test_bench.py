@@ -30,3 +30,22 @@ def test_quick_benchmark_at_a_tiny_size_writes_every_row(tmp_path):
     doc = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "mbsync" in doc and "notmuch" in doc and "fetchmail" in doc
     assert all(f"| {rid} |" in doc for rid in IDS)
+
+
+@pytest.mark.timeout(300)
+def test_bulk_loader_writes_the_archive_the_import_would(tmp_path):
+    """B5 and B8 read million-message archives made by bench/bulk.py, not by the import: on the same corpus
+    (one large space, nine small ones) both must give the same threads (members, parents, counts, subjects,
+    last dates) and the same search results, on SQLite and, where it answers, PostgreSQL."""
+    out = subprocess.run([sys.executable, "bench/bulk.py", "--check", "1500", "40"], cwd=ROOT, capture_output=True,
+                         text=True, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                                         "SPACEMAIL_BENCH_DIR": str(tmp_path)}, timeout=300)
+    assert out.returncode == 0, out.stderr[-4000:]
+    summaries = json.loads(out.stdout)
+    imported = summaries.pop("import")
+    assert {"BENCH", *(f"SMALL{i}" for i in range(1, 10))} <= set(imported) and imported["BENCH"]["messages"] == 1500
+    assert sum(len(t[3]) > 1 for t in imported["BENCH"]["threads"]) > 50  # replies threaded, not all alone
+    assert imported["BENCH"]["search"]["kalo"] and imported["SMALL1"]["search"]["ka*"]
+    for engine, summary in summaries.items():
+        for space, expected in imported.items():
+            assert summary[space] == expected, (engine, space)

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TEST_KEY
 
 
 def postgres_server_url() -> str | None:
@@ -90,3 +90,58 @@ def test_0012_rehashes_messages_to_their_canonical_key_without_merging_copies(ap
     keys = [db.session.get(Message, message_id).sha256 for message_id in ids]
     assert keys[0] == ingest.dedupe_key(raws[0]) != hashlib.sha256(raws[0]).hexdigest()
     assert keys[1] == ingest.dedupe_key(raws[1]) and keys[2] == hashlib.sha256(raws[2]).hexdigest()
+
+
+def test_0016_moves_postgresql_search_onto_the_message_row(tmp_path, redis_server):
+    """An archive searched through the old search_messages table before 0016 is searched through the message row
+    after it: the old table is gone, a word with diacritics still finds its mail, and new mail is indexed too."""
+    server = postgres_server_url()
+    if server is None:
+        pytest.skip("no PostgreSQL answers (set SPACEMAIL_TEST_POSTGRES_URL to test it)")
+    from datetime import datetime, timezone
+
+    from webapp import create_app
+    from webapp.archive import ingest, search
+    from webapp.archive.models import Message
+    from webapp.auth.services import create_user
+    from webapp.extensions import db
+    from webapp.spaces.services import create_site_space
+
+    name = f"spacemail_migrate_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = server.rsplit("/", 1)[0] + "/" + name
+    try:
+        assert flask(["db", "upgrade", "0015"], url, tmp_path).returncode == 0
+        app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "t", "REDIS_URL": redis_server,
+                          "ENCRYPTION_KEYS": [TEST_KEY], "PASSWORD_HASH_METHOD": "scrypt:1024:8:1"})
+        with app.app_context():
+            space = create_site_space(create_user("ann", "ann@example.org", "Ann", "a long password 1"), "T", "T")
+            old = Message(space_id=space.id, sha256="x" * 64, size=10, subject="Réunion du Büro",
+                          from_name="Zoë", from_addr="zoe@example.org", date=datetime.now(timezone.utc),
+                          body_text="Ordre du jour: le café")
+            db.session.add(old)
+            db.session.flush()
+            db.session.execute(text(  # as 0015 indexed it
+                "INSERT INTO search_messages (message_id, space_id, vector) VALUES (:id, :space, "
+                "to_tsvector('simple', 'Reunion du Buro Zoe zoe@example.org Ordre du jour: le cafe'))"),
+                {"id": old.id, "space": space.id})
+            db.session.commit()
+            old_id, space_id = old.id, space.id
+        upgrade = flask(["db", "upgrade"], url, tmp_path)
+        assert upgrade.returncode == 0, upgrade.stderr
+        with app.app_context():
+            assert db.session.execute(text("SELECT to_regclass('search_messages')")).scalar() is None
+            assert [h.message_id for h in search.search(space_id, "buro")] == [old_id]
+            assert [h.message_id for h in search.search(space_id, "cafe", order="relevance")] == [old_id]
+            assert "<mark>Büro</mark>" in search.search(space_id, "büro")[0].snippet
+            new_id, _ = ingest.store(space_id, None, b"Subject: later\r\n\r\nanother cafe\r\n")
+            db.session.commit()
+            assert [h.message_id for h in search.search(space_id, "cafe")] == [new_id, old_id]
+            db.session.remove()
+            db.engine.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

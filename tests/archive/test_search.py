@@ -147,3 +147,19 @@ def test_newest_first_is_exact_when_dates_do_not_follow_arrival(app, db, make_us
         assert got == expected, query
         best = [h.message_id for h in search.search(space.id, query, order="relevance", limit=5)]
         assert len(best) == min(5, len(expected)) and set(best) <= set(expected), query
+
+
+@pytest.mark.parametrize("query, hit", [
+    ("example", True), ("build", True), ("server", True), ("build-server", True), ("server-build", False),
+    ("candidate", True), ("release_candidate", True), ("v2", True), ("2026", True), ("buildserver", False),
+    ("ops@build", True), ("serv*", True),
+])
+def test_words_are_cut_alike_on_both_engines(app, db, make_user, query, hit):
+    """Punctuation splits words on both engines (PostgreSQL's own parser kept "build-server.example.com" and
+    addresses whole, so "server" found nothing there but did on SQLite)."""
+    space = create_site_space(make_user("ann"), "TEAM", "Team")
+    message_id, _ = ingest.store(space.id, None, raw(
+        "w", "Deploy", "Ann", "Push to build-server.example.com (ops@build.example.com), release_candidate v2 2026"))
+    db.session.commit()
+    for order in ("newest", "relevance"):
+        assert [h.message_id for h in search.search(space.id, query, order=order)] == ([message_id] if hit else [])

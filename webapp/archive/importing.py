@@ -115,8 +115,8 @@ def run_import(run: JobRun) -> None:
     for item in files:
         if not os.path.exists(item.path):
             continue
-        for batch in _batches(_messages(item.path)):
-            results = ingest.store_batch(item.space_id, None, batch)
+        for batch, prepared in ingest.ahead(_batches(_messages(item.path))):  # the next batch parsed meanwhile
+            results = ingest.store_batch(item.space_id, None, batch, prepared)
             item.imported += sum(created for _, created in results)
             item.duplicates += sum(not created for _, created in results)
             run.done_count += len(results)

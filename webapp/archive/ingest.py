@@ -2,10 +2,13 @@
 import contextlib
 import hashlib
 import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 
+import psycopg
 from flask import current_app
-from sqlalchemy import bindparam, case, delete, func, insert, or_, select, text, update
+from sqlalchemy import ARRAY, any_, bindparam, case, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from webapp.archive import search
@@ -68,18 +71,67 @@ def store(space_id: int, account_id: int | None, raw: bytes) -> tuple[int, bool]
     return store_batch(space_id, account_id, [raw])[0]
 
 
-def store_batch(space_id: int, account_id: int | None, raws: list[bytes]) -> list[tuple[int, bool]]:
+@dataclass
+class Prepared:
+    """A batch made ready for store_batch away from the database: each message's dedupe key, and each distinct
+    message parsed (with its PostgreSQL search vector when `vectors`)."""
+
+    shas: list[str]
+    parsed: dict[str, Parsed]
+
+
+def prepare(raws: list[bytes], size_cap: int, vectors: bool) -> Prepared:
+    """Pure work (no database, no app context), so that it can run in another thread: see ahead()."""
+    shas = [dedupe_key(raw) for raw in raws]
+    parsed = {}
+    for sha, raw in zip(shas, raws):
+        if sha not in parsed:
+            parsed[sha] = parse(raw, size_cap, sha)
+            if vectors:
+                p = parsed[sha]
+                p.search_vector = search.pg_vector(p.subject, f"{p.from_name} {p.from_addr}", p.text)
+    return Prepared(shas, parsed)
+
+
+def ahead(batches):
+    """(batch, Prepared) for each batch of raw messages, the next batch prepared in a thread while the caller
+    stores this one: parsing holds the GIL, but the caller mostly waits for its database (sqlite3 and psycopg
+    let go of the GIL then), so the two overlap on two cores (docs/benchmarks.md, B3 and B8). At most two
+    batches are held at a time."""
+    size_cap, vectors = current_app.config["ARCHIVE_PARSE_LIMIT"], _vectors()
+    with ThreadPoolExecutor(1, thread_name_prefix="parse-ahead") as pool:
+        pending = None
+        for batch in batches:
+            future = pool.submit(prepare, batch, size_cap, vectors)
+            if pending is not None:
+                yield pending[0], pending[1].result()
+            pending = (batch, future)
+        if pending is not None:
+            yield pending[0], pending[1].result()
+
+
+def _vectors() -> bool:
+    return db.session.get_bind().dialect.name == "postgresql"
+
+
+def store_batch(space_id: int, account_id: int | None, raws: list[bytes],
+                prepared: Prepared | None = None) -> list[tuple[int, bool]]:
     """Archive each of `raws` not already in the space: (message id, created) for each, in order.
 
     One statement per table for the whole batch (the rows of a fetch batch are committed together anyway):
     a message at a time cost ~11 statements and a savepoint each. Parsing happens before the write lock is
-    taken, so other writers wait only for the inserts. The caller commits."""
-    shas = [dedupe_key(raw) for raw in raws]
+    taken (or beforehand, in another thread: `prepared`), so other writers wait only for the inserts. The caller
+    commits."""
+    shas = prepared.shas if prepared is not None else [dedupe_key(raw) for raw in raws]
+    _planner_statistics()
     known = _existing_many(space_id, set(shas))
     fresh = _first_copies(shas, known)
     if fresh:  # nothing new (a re-download): no parsing, no write lock
-        limit = current_app.config["ARCHIVE_PARSE_LIMIT"]
-        parsed = {sha: parse(raws[i], limit, sha) for sha, i in fresh.items()}
+        if prepared is not None:
+            parsed = prepared.parsed
+        else:
+            limit = current_app.config["ARCHIVE_PARSE_LIMIT"]
+            parsed = {sha: parse(raws[i], limit, sha) for sha, i in fresh.items()}
         write_lock()
         known.update(_existing_many(space_id, set(fresh)))  # again, under the lock: another fetch may have won
         fresh = {sha: i for sha, i in fresh.items() if sha not in known}
@@ -94,6 +146,32 @@ def store_batch(space_id: int, account_id: int | None, raws: list[bytes]) -> lis
             return [store(space_id, account_id, raw) for raw in raws]  # one at a time finds who won
     created = set(fresh.values())
     return [(known[sha], i in created) for i, sha in enumerate(shas)]
+
+
+_ANALYZED: set[str] = set()  # databases (URLs) whose archive tables were seen analyzed, in this process
+STATISTICS_AT = 2_000
+
+
+def _planner_statistics() -> None:
+    """PostgreSQL plans a batch's lookups (500 keys a statement) from table statistics. Tables never analyzed
+    (autovacuum off, as on the machines here, or not run yet) get "one space holds 4 rows", and each lookup
+    scanned the whole space: a fetch grew quadratic. Analyze them once, when the archive first holds a few
+    thousand messages; after that autovacuum keeps them (`flask doctor` says when it is off)."""
+    bind = db.session.get_bind()
+    if bind.dialect.name != "postgresql" or str(bind.url) in _ANALYZED:
+        return
+    reltuples, live = db.session.execute(text(
+        "SELECT c.reltuples, coalesce(s.n_live_tup, 0) FROM pg_class c LEFT JOIN pg_stat_user_tables s "
+        "ON s.relid = c.oid WHERE c.oid = 'archive_messages'::regclass")).one()
+    if reltuples >= STATISTICS_AT:
+        _ANALYZED.add(str(bind.url))
+    elif live >= STATISTICS_AT:
+        try:
+            with db.session.begin_nested():  # another worker analyzing at the same moment may make this fail
+                db.session.execute(text("ANALYZE archive_messages, archive_refs, archive_threads"))
+            _ANALYZED.add(str(bind.url))
+        except Exception:
+            pass
 
 
 def _race_guard():
@@ -125,11 +203,19 @@ def _first_copies(shas: list[str], known: dict[str, int]) -> dict[str, int]:
     return fresh
 
 
+def _among(column, values: list):
+    """`column IN values`: on PostgreSQL one array parameter (`= ANY`), since an IN list of 500 parameters is a
+    new statement for psycopg to convert each time (most of a batch's lookups, docs/benchmarks.md, B8)."""
+    if db.session.get_bind().dialect.name == "sqlite":
+        return column.in_(values)
+    return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+
+
 def _existing_many(space_id: int, shas: set[str]) -> dict[str, int]:
     found, shas = {}, list(shas)
     for start in range(0, len(shas), 500):
         found.update(db.session.execute(select(Message.sha256, Message.id).where(
-            Message.space_id == space_id, Message.sha256.in_(shas[start:start + 500]))).all())
+            Message.space_id == space_id, _among(Message.sha256, shas[start:start + 500]))).all())
     return found
 
 
@@ -170,8 +256,7 @@ def _write(space_id: int, account_id: int | None, parsed: list[Parsed], raws: li
     for row, thread, parent in zip(rows, threads, parents):
         row["thread_id"] = thread.id if isinstance(thread, _NewThread) else thread
         row["parent_id"] = parent if isinstance(parent, int) else None
-    ids = db.session.execute(insert(Message.__table__).returning(
-        Message.__table__.c.id, sort_by_parameter_order=True), rows).scalars().all()
+    ids = _insert_messages(rows)
     later = [{"m_id": ids[i], "p_id": ids[p[0]]} for i, p in enumerate(parents) if isinstance(p, tuple)]
     if later:  # parents stored in this same batch
         table = Message.__table__
@@ -202,6 +287,43 @@ def _write(space_id: int, account_id: int | None, parsed: list[Parsed], raws: li
     return ids
 
 
+def _insert_messages(rows: list[dict]) -> list[int]:
+    """Insert the batch's message rows; their ids, in order.
+
+    PostgreSQL: the ids are taken from the sequence first, then the rows go in as one pipelined executemany of
+    one short statement, each with its search vector (search.pg_vector). SQLAlchemy's
+    multi-row INSERT ... RETURNING for 500 rows was a new 10,000-parameter statement each batch, which psycopg
+    converted in Python every time (a fifth of the import's time, docs/benchmarks.md, B8)."""
+    if db.session.get_bind().dialect.name == "sqlite":
+        return db.session.execute(insert(Message.__table__).returning(
+            Message.__table__.c.id, sort_by_parameter_order=True), rows).scalars().all()
+    connection = db.session.connection()
+    dialect = connection.dialect
+    raw = connection.connection.driver_connection
+    ids = sorted(row[0] for row in raw.execute(
+        "SELECT nextval(pg_get_serial_sequence('archive_messages', 'id')) FROM generate_series(1, %s)",
+        [len(rows)]))
+    columns = [c for c in Message.__table__.c]
+    processors = {c.name: c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns}
+    params = []
+    for message_id, row in zip(ids, rows):
+        values = {"id": message_id, "search_vector": row.get("search_vector") or search.row_vector(row)}
+        for column in columns[1:]:
+            value = row.get(column.name)
+            process = processors[column.name]
+            values[column.name] = process(value) if process and value is not None else value
+        params.append(values)
+    names = [c.name for c in columns]
+    statement = (f"INSERT INTO archive_messages ({', '.join(names)}, search_vector) VALUES ("
+                 + ", ".join(f"%({name})s" for name in names) + ", %(search_vector)s::tsvector)")
+    with raw.cursor() as cursor:
+        try:
+            cursor.executemany(statement, params)
+        except psycopg.IntegrityError as error:  # as SQLAlchemy would say it: a concurrent fetch won (store_batch)
+            raise IntegrityError(statement, None, error) from error
+    return ids
+
+
 def _write_raws(ids: list[int], raws: list[bytes]) -> None:
     """The raw bytes; on SQLite a large message is streamed into its row in chunks (incremental blob I/O),
     because binding it whole makes SQLite copy it twice more: a 50 MB message peaked at 4.7x its size."""
@@ -222,7 +344,7 @@ def _write_raws(ids: list[int], raws: list[bytes]) -> None:
 
 def _message_row(space_id: int, account_id: int | None, parsed: Parsed) -> dict:
     now = utcnow()
-    return dict(
+    row = dict(
         space_id=space_id, account_id=account_id, sha256=parsed.sha256, size=parsed.size,
         message_id_header=(parsed.message_id or "")[:300] or None, in_reply_to=parsed.in_reply_to,
         subject=parsed.subject, from_name=parsed.from_name, from_addr=parsed.from_addr,
@@ -231,6 +353,9 @@ def _message_row(space_id: int, account_id: int | None, parsed: Parsed) -> dict:
         has_attachments=bool(parsed.attachments), attachments=parsed.attachments, body_text=parsed.text,
         parse_problem=parsed.problem, received_at=now, deleted_at=None, deleted_by_id=None,
     )
+    if parsed.search_vector is not None:  # PostgreSQL only (see _insert_messages)
+        row["search_vector"] = parsed.search_vector
+    return row
 
 
 def _place(space_id: int, parsed: list[Parsed], rows: list[dict]):
@@ -272,7 +397,7 @@ def _sharing(space_id: int, refs: set[str]) -> dict[str, list]:
     for start in range(0, len(refs), 500):
         for ref, thread_id in db.session.execute(select(MessageRef.ref, Message.thread_id).join(
                 Message, Message.id == MessageRef.message_id).where(
-                MessageRef.space_id == space_id, MessageRef.ref.in_(refs[start:start + 500]),
+                MessageRef.space_id == space_id, _among(MessageRef.ref, refs[start:start + 500]),
                 Message.thread_id.is_not(None)).distinct()):
             found.setdefault(ref, []).append(thread_id)
     return found
@@ -284,7 +409,7 @@ def _held(space_id: int, refs: set[str]) -> dict[str, tuple[int, int]]:
     for start in range(0, len(refs), 500):
         for msgid, message_id, thread_id in db.session.execute(select(
                 Message.message_id_header, Message.id, Message.thread_id).where(
-                Message.space_id == space_id, Message.message_id_header.in_(refs[start:start + 500]))
+                Message.space_id == space_id, _among(Message.message_id_header, refs[start:start + 500]))
                 .order_by(Message.id.desc())):
             found[msgid] = (message_id, thread_id)
     return found
@@ -330,7 +455,7 @@ def _adopt_children(space_id: int, ids: list[int], rows: list[dict]) -> None:
         for child in db.session.execute(select(
                 MessageRef.ref, Message.id, Message.in_reply_to, Message.parent_id, Message.thread_id)
                 .join(Message, Message.id == MessageRef.message_id)
-                .where(MessageRef.space_id == space_id, MessageRef.ref.in_(msgid_list[start:start + 500]))):
+                .where(MessageRef.space_id == space_id, _among(MessageRef.ref, msgid_list[start:start + 500]))):
             children.setdefault(child.ref, []).append(child)
     merged: dict[int, int] = {}  # old thread id -> the thread it went into, during this batch
 

@@ -38,6 +38,7 @@ class Parsed:
     text: str = ""
     attachments: list[dict] = field(default_factory=list)
     problem: str | None = None
+    search_vector: str | None = None  # PostgreSQL's index of it (search.pg_vector), made with the parse
 
 
 def parse(raw: bytes, size_cap: int, sha256: str | None = None) -> Parsed:

@@ -1,11 +1,16 @@
 """Full-text search over subject, sender and body: SQLite FTS5 or PostgreSQL tsvector, behind one search().
 
-The search tables are built by hand (migrations/versions/0003, and create_tables() for tests); Alembic's
-autogenerate leaves every "search_*" object alone (migrations/env.py).
+SQLite: an FTS5 table beside the messages. PostgreSQL: a `search_vector` tsvector on the message row itself, a
+GIN index on it, and the (space, date, id) btree of the live archive, so that the planner can answer "newest 50
+matches" either by walking the space's newest mail and testing each vector or by the GIN index, whichever its
+statistics say is cheaper (docs/benchmarks.md, B8). The search objects are built by hand (migrations 0003,
+0016, and create_tables() for tests); Alembic's autogenerate leaves every "search_*" object alone.
 """
 import html
+import itertools
 import re
 import unicodedata
+from collections import deque
 from dataclasses import dataclass
 
 from markupsafe import Markup
@@ -19,18 +24,27 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 START, STOP = "\x02", "\x03"
 NEWEST_WINDOWS = (1_000, 10_000)  # newest messages of a space searched first, for newest-first results
 FEW_MATCHES = 2_000  # fewer matches than this are sorted by date directly (cheaper than the windows)
-RANKED_AMONG = 500  # "Best match" ranks the most recently archived this many matches (SQLite)
+RANKED_AMONG = 500  # "Best match" ranks the most recent this many matches
+SNIPPET_WINDOW = 1_200  # PostgreSQL: the body's characters read for a snippet
 
 SQLITE_DDL = [
     "CREATE VIRTUAL TABLE IF NOT EXISTS search_messages USING fts5("
     "subject, sender, body, tokenize = 'unicode61 remove_diacritics 2')",
 ]
 POSTGRES_DDL = [
-    "CREATE TABLE IF NOT EXISTS search_messages (message_id integer PRIMARY KEY "
-    "REFERENCES archive_messages(id) ON DELETE CASCADE, space_id integer NOT NULL, vector tsvector NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS search_messages_vector ON search_messages USING GIN (vector)",
-    "CREATE INDEX IF NOT EXISTS search_messages_space ON search_messages (space_id)",
+    "ALTER TABLE archive_messages ADD COLUMN IF NOT EXISTS search_vector tsvector",
+    "CREATE INDEX IF NOT EXISTS search_archive_vector ON archive_messages USING GIN (search_vector)",
 ]
+# What PostgreSQL compresses (TOAST) with lz4 instead of pglz where the server has it: pglz took 0.29 ms for a
+# 10 KB message here, lz4 0.05 ms (docs/benchmarks.md, B8).
+LZ4_COLUMNS = (("archive_messages", "body_text"), ("archive_messages", "search_vector"), ("archive_raw", "raw"))
+# PostgreSQL's words are cut here, not by its own parser: as FTS5's unicode61 cuts them (letters and digits,
+# diacritics and case ignored), so both engines find the same mail ("bar" finds "foo@bar.example" on both), and
+# the server is spared its parser (to_tsvector took 0.6 ms of a 9 KB message here, docs/benchmarks.md, B8).
+_LEXEME = re.compile(r"[^\W_]+")
+MAX_POSITION, MAX_POSITIONS, MAX_LEXEME = 16383, 256, 2046  # PostgreSQL's limits for a tsvector
+# ASCII text is cut in C (bytes.translate, then split): ASCII letters lowered, digits kept, all else a space.
+_ASCII_WORDS = bytes(c + 32 if 65 <= c <= 90 else c if 48 <= c <= 57 or 97 <= c <= 122 else 32 for c in range(256))
 
 
 def fold(text: str) -> str:
@@ -49,10 +63,27 @@ def _dialect(bind=None) -> str:
 def create_tables(connection) -> None:
     for statement in SQLITE_DDL if connection.dialect.name == "sqlite" else POSTGRES_DDL:
         connection.execute(text(statement))
+    if connection.dialect.name == "postgresql":
+        use_lz4(connection)
+
+
+def use_lz4(connection) -> bool:
+    """Compress the archive's large columns with lz4 where this PostgreSQL (14 and later, built with lz4) has it.
+    Only new values are compressed so; old ones stay readable as they are."""
+    for table, column in LZ4_COLUMNS:
+        try:
+            with connection.begin_nested():
+                connection.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} SET COMPRESSION lz4"))
+        except Exception:  # an older server or one built without lz4: pglz, as before
+            return False
+    return True
 
 
 def drop_tables(connection) -> None:
-    connection.execute(text("DROP TABLE IF EXISTS search_messages"))
+    if connection.dialect.name == "sqlite":
+        connection.execute(text("DROP TABLE IF EXISTS search_messages"))
+    else:
+        connection.execute(text("ALTER TABLE archive_messages DROP COLUMN IF EXISTS search_vector"))
 
 
 @dataclass
@@ -84,51 +115,72 @@ def fts5_query(terms: list[Term]) -> str:
     return " ".join(quoted)
 
 
-def _pg_query(terms: list[Term]) -> tuple[str, dict]:
-    parts, params = [], {}
-    for i, term in enumerate(terms):
-        params[f"t{i}"] = fold(term.text)
-        if term.kind == "phrase":
-            parts.append(f"phraseto_tsquery('simple', :t{i})")
-        elif term.kind == "prefix":
-            parts.append(f"to_tsquery('simple', quote_literal(lower(:t{i})) || ':*')")
+def pg_query(terms: list[Term]) -> str:
+    """The terms as a tsquery, in its text form, cut into words as pg_vector cuts them: words ANDed, a phrase's
+    (or a word's parts, "foo-bar") in sequence, a prefix as a prefix. Sent as one constant, so the planner sees
+    how common the words are and chooses its plan by that. Empty when no term holds a word."""
+    parts = []
+    for term in terms:
+        words = lexemes(term.text)
+        if not words:
+            continue
+        if term.kind == "prefix":
+            parts.append(f"'{words[0]}':*")
+        elif len(words) == 1:
+            parts.append(f"'{words[0]}'")
         else:
-            parts.append(f"plainto_tsquery('simple', :t{i})")
-    return " && ".join(parts), params
+            parts.append("(" + " <-> ".join(f"'{w}'" for w in words) + ")")
+    return " & ".join(parts)
 
 
-def index(message) -> None:
-    """Add one message to the index, in the caller's transaction."""
-    index_rows([{"id": message.id, "space_id": message.space_id, "subject": message.subject,
-                 "from_name": message.from_name, "from_addr": message.from_addr, "body_text": message.body_text}])
+def lexemes(text_: str) -> list[str]:
+    """The words of a text as both engines index them: letters and digits, without diacritics, case folded."""
+    if text_.isascii():
+        words = text_.encode().translate(_ASCII_WORDS).decode().split()
+        return words if all(len(w) <= MAX_LEXEME for w in words) else [w for w in words if len(w) <= MAX_LEXEME]
+    words = _LEXEME.findall(fold(text_).lower())
+    return [w for w in words if len(w) <= MAX_LEXEME // 4 or len(w.encode()) <= MAX_LEXEME]
+
+
+def pg_vector(subject: str, sender: str, body: str) -> str:
+    """A message's tsvector, as PostgreSQL's text form: each word with its positions, the subject's weighted A
+    and the sender's B (they rank first), the first INDEXED_BODY characters of the body after them."""
+    positions: dict[str, list] = {}
+    at = 0
+    for text_, weight in ((subject, "A"), (sender, "B")):
+        for word in lexemes(text_ or ""):
+            at += 1
+            positions.setdefault(word, []).append(f"{at}{weight}")
+    for at, word in enumerate(lexemes((body or "")[:INDEXED_BODY]), at + 1):
+        found = positions.get(word)
+        if found is None:
+            positions[word] = [at if at < MAX_POSITION else MAX_POSITION]
+        elif len(found) < MAX_POSITIONS and at < MAX_POSITION:
+            found.append(at)
+    return " ".join(f"'{word}':{','.join(map(str, found))}" for word, found in positions.items())
+
+
+def row_vector(row: dict) -> str:
+    return pg_vector(row["subject"] or "", f"{row['from_name']} {row['from_addr']}", row["body_text"] or "")
 
 
 def index_rows(rows: list[dict]) -> None:
-    """Add messages (dicts with id, space_id, subject, from_name, from_addr, body_text) in one statement."""
-    params = [{"id": row["id"], "space": row["space_id"], "s": row["subject"] or "",
-               "f": f"{row['from_name']} {row['from_addr']}", "b": (row["body_text"] or "")[:INDEXED_BODY]}
-              for row in rows]
-    if not params:
+    """Add messages (dicts with id, subject, from_name, from_addr, body_text) to SQLite's FTS5 table in one
+    statement. PostgreSQL's vector is written with the message row itself (ingest), so there is nothing to do."""
+    if not rows or _dialect() != "sqlite":
         return
-    if _dialect() == "sqlite":
-        db.session.execute(text("INSERT INTO search_messages (rowid, subject, sender, body) VALUES (:id, :s, :f, :b)"),
-                           params)
-    else:
-        for param in params:
-            param["s"], param["f"], param["b"] = fold(param["s"]), fold(param["f"]), fold(param["b"])
-        db.session.execute(text(
-            "INSERT INTO search_messages (message_id, space_id, vector) VALUES (:id, :space, "
-            "setweight(to_tsvector('simple', :s), 'A') || setweight(to_tsvector('simple', :f), 'B') || "
-            "to_tsvector('simple', :b))"), params)
+    db.session.execute(text("INSERT INTO search_messages (rowid, subject, sender, body) VALUES (:id, :s, :f, :b)"),
+                       [{"id": row["id"], "s": row["subject"] or "", "f": f"{row['from_name']} {row['from_addr']}",
+                         "b": (row["body_text"] or "")[:INDEXED_BODY]} for row in rows])
 
 
 def remove(message_ids: list[int]) -> None:
-    if not message_ids:
+    """Forget messages about to be deleted (SQLite's FTS5 rows; PostgreSQL's vector goes with the row)."""
+    if not message_ids or _dialect() != "sqlite":
         return
-    column = "rowid" if _dialect() == "sqlite" else "message_id"
     for start in range(0, len(message_ids), 500):
         chunk = message_ids[start:start + 500]
-        db.session.execute(text(f"DELETE FROM search_messages WHERE {column} IN ({','.join(map(str, chunk))})"))
+        db.session.execute(text(f"DELETE FROM search_messages WHERE rowid IN ({','.join(map(str, chunk))})"))
 
 
 @dataclass
@@ -238,36 +290,73 @@ def _column(sql: str, params: dict) -> list:
 
 
 def _search_postgres(space_id, terms, order, limit, before):
-    tsquery, params = _pg_query(terms)
-    params.update({"space": space_id, "limit": limit})
-    relevance = order == "relevance"
-    order_by = "rank DESC, id DESC" if relevance else "date DESC, id DESC"
-    # The page of hits first, then its snippets, made from the mail's own words (the index holds them folded).
-    sql = (f"WITH q AS (SELECT {tsquery} AS query), hits AS ("
-           "SELECT m.id, m.date, ts_rank_cd(s.vector, q.query) AS rank "
-           "FROM search_messages s JOIN archive_messages m ON m.id = s.message_id, q "
-           "WHERE s.vector @@ q.query AND s.space_id = :space AND m.deleted_at IS NULL"
-           + ("" if relevance else _keyset(before, params)) + f" ORDER BY {order_by} LIMIT :limit) "
-           "SELECT hits.id, m.subject, left(m.body_text, 100000) "
-           f"FROM hits JOIN archive_messages m ON m.id = hits.id ORDER BY hits.{order_by.replace(', ', ', hits.')}")
-    return [(row[0], snippet(f"{row[1]} · {row[2]}", terms)) for row in db.session.execute(text(sql), params)]
+    """One statement. Newest first: the space's live mail by date, matches only (the planner walks the date
+    index testing each row's vector, or takes the GIN index's matches and sorts them, by how common the words
+    are); no rank is computed. Best match: the same newest RANKED_AMONG matches, ranked (subject counts most),
+    as on SQLite: ranking every match of a common word grows with the archive."""
+    tsquery = "%(query)s::tsquery"
+    params = {"query": pg_query(terms), "space": space_id, "limit": limit, "among": RANKED_AMONG}
+    if not params["query"]:
+        return []
+    keyset = ""
+    if before is not None and order != "relevance":
+        params["before_date"], params["before_id"] = before
+        keyset = " AND (m.date, m.id) < (%(before_date)s, %(before_id)s)"
+    newest = ("SELECT m.id, m.date, m.search_vector FROM archive_messages m WHERE m.space_id = %(space)s "
+              f"AND m.deleted_at IS NULL AND m.search_vector @@ {tsquery}{keyset} ORDER BY m.date DESC, m.id DESC")
+    if order == "relevance":
+        page = (f"SELECT id, ts_rank_cd(search_vector, {tsquery}) AS rank FROM ({newest} LIMIT %(among)s) recent "
+                "ORDER BY rank DESC, id DESC LIMIT %(limit)s")
+        order_by = "hits.rank DESC, hits.id DESC"
+    else:
+        page = f"SELECT id, date FROM ({newest} LIMIT %(limit)s) recent"
+        order_by = "hits.date DESC, hits.id DESC"
+    # The page's snippets are made from the mail's own words (the index holds them folded), from a window of the
+    # body around the first place the query's first word appears as written (in lower case; lower() of each body
+    # in SQL cost more than it saved): whole bodies were most of a page's time (50 bodies of 9 KB, fetched and
+    # read word by word). Else the window is the body's start.
+    first = next((w for t in terms for w in lexemes(t.text)), "")
+    params["first"] = first
+    sql = (f"SELECT hits.id, m.subject, w.cut, substr(m.body_text, w.cut + 1, {SNIPPET_WINDOW}) FROM ({page}) hits "
+           "JOIN archive_messages m ON m.id = hits.id, LATERAL (SELECT greatest(strpos(m.body_text, %(first)s) "
+           f"- {SNIPPET_WINDOW // 3}, 0) AS cut) w ORDER BY {order_by}")
+    db.session.flush()  # the statement goes to psycopg directly, past the session's autoflush
+    connection = db.session.connection().connection.driver_connection
+    # Never a prepared statement: a generic plan would not know how common the words are.
+    rows = connection.execute(sql, params, prepare=False).fetchall()
+    return [(row[0], snippet(f"{row[1]} · {'… ' if row[2] else ''}{row[3]}", terms)) for row in rows]
 
 
 def snippet(text_: str, terms: list[Term], width: int = 24) -> str:
     """About `width` words around the first match, each matching word marked as written (diacritics and case
-    ignored when matching, as the index does)."""
-    words = [m for m in _WORD.finditer(text_)]
-    wanted = [(t.kind, fold(w).casefold()) for t in terms for w in (_WORD.findall(t.text) or [t.text])]
+    ignored when matching, as the index does). The text is read only up to the window: a whole 9 KB body cut into
+    words cost ~1 ms, 50 ms for a page of hits (docs/benchmarks.md, B8)."""
+    words, prefixes = set(), []
+    for term in terms:
+        found = lexemes(term.text)
+        if term.kind == "prefix":
+            prefixes += found[:1]
+        else:
+            words.update(found)
 
     def hit(word: str) -> bool:
-        key = fold(word).casefold()
-        return any(key.startswith(w) if kind == "prefix" else key == w for kind, w in wanted)
+        key = word.lower() if word.isascii() else fold(word).lower()
+        return key in words or any(key.startswith(p) for p in prefixes)
 
-    marks = [i for i, m in enumerate(words) if hit(m.group(0))]
-    if not words:
+    before: deque = deque(maxlen=width // 3)
+    scan = _LEXEME.finditer(text_, _near_first_hit(text_, words, prefixes, width))
+    shown = None
+    for match in scan:
+        if hit(match.group(0)):
+            shown = [*before, match]
+            break
+        before.append(match)
+    if shown is None:  # matched where the text shown does not reach (the sender, or deep in a long body)
+        shown = list(itertools.islice(_LEXEME.finditer(text_), width))
+    else:
+        shown += itertools.islice(scan, width - len(shown))
+    if not shown:
         return ""
-    first = max((marks[0] if marks else 0) - width // 3, 0)
-    shown = words[first:first + width]
     start, end = shown[0].start(), shown[-1].end()
     out, pos = [], start
     for m in shown:
@@ -275,6 +364,22 @@ def snippet(text_: str, terms: list[Term], width: int = 24) -> str:
         out.append(f"{START}{m.group(0)}{STOP}" if hit(m.group(0)) else m.group(0))
         pos = m.end()
     return ("…" if start else "") + " ".join("".join(out).split()) + ("…" if end < len(text_) else "")
+
+
+def _near_first_hit(text_: str, words: set[str], prefixes: list[str], width: int) -> int:
+    """Where to start reading for the snippet: a little before the first place a query word appears as written
+    (str.find, in C; maybe inside a longer word, which the reading then passes), else 0. A match written with
+    diacritics the query lacks ("café" for "cafe") is found by the word-by-word reading from there."""
+    lowered = text_.lower()
+    if len(lowered) != len(text_):  # lowering moved positions (rare letters): read from the start
+        return 0
+    found = [at for at in (lowered.find(w) for w in (*words, *prefixes)) if at >= 0]
+    if not found:
+        return 0
+    start = max(0, min(found) - 40 * (width // 3))
+    while 0 < start < len(text_) and _LEXEME.match(text_, start - 1):  # not in the middle of a word
+        start -= 1
+    return start
 
 
 def _marked(snippet: str | None) -> Markup:
