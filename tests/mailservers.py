@@ -33,7 +33,7 @@ class CA:
     server_key_pem: str
 
 
-def make_ca(name: str = "Spacemail Test CA") -> CA:
+def make_ca(name: str = "Spacemail Test CA", ips: tuple[str, ...] = ("127.0.0.1",)) -> CA:
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
@@ -54,7 +54,7 @@ def make_ca(name: str = "Spacemail Test CA") -> CA:
             .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
             .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                                        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips)]),
                            critical=False)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
@@ -138,7 +138,7 @@ state_dir = {root}/state
 log_path = {root}/dovecot.log
 verbose_proctitle = yes
 protocols = imap pop3
-listen = 127.0.0.1
+listen = {listen}
 ssl = {ssl}
 {ssl_files}
 ssl_min_protocol = TLSv1.2
@@ -209,7 +209,8 @@ active_value = true
 
 
 def start_dovecot(ssl: bool = True, ca: CA | None = None, introspection_url: str | None = None,
-                  oauth_mechanisms: str = "xoauth2 oauthbearer", imap_capability: str | None = None) -> Dovecot:
+                  oauth_mechanisms: str = "xoauth2 oauthbearer", imap_capability: str | None = None,
+                  listen: str = "127.0.0.1") -> Dovecot:
     """Dovecot on four free loopback ports with its own config; as root it runs as nobody (setpriv). With an
     introspection URL it also signs in XOAUTH2 and OAUTHBEARER, asking that authorization server."""
     assert os.path.exists(DOVECOT), "dovecot is not installed: run ./scripts/test, which installs it"
@@ -237,7 +238,7 @@ def start_dovecot(ssl: bool = True, ca: CA | None = None, introspection_url: str
     if introspection_url:
         (root / "oauth2.conf").write_text(OAUTH_CONF.format(url=introspection_url))
     (root / "dovecot.conf").write_text(CONFIG.format(
-        root=root, ssl="yes" if ssl else "no", ssl_files=ssl_files, user=username, group=group,
+        root=root, ssl="yes" if ssl else "no", ssl_files=ssl_files, user=username, group=group, listen=listen,
         imaps_ssl="yes" if ssl else "no", oauth_mechanisms=f" {oauth_mechanisms}" if introspection_url else "",
         oauth_passdb=OAUTH_PASSDB.format(root=root, mechanisms=oauth_mechanisms) if introspection_url else "",
         **ports) + (f"imap_capability = {imap_capability}\n" if imap_capability else ""))
@@ -252,7 +253,7 @@ def start_dovecot(ssl: bool = True, ca: CA | None = None, introspection_url: str
         server.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         for port in ports.values():
-            wait_for_port(port, timeout=15)
+            wait_for_port(port, timeout=15, host=listen)
     except RuntimeError:
         server.stop()
         log = (root / "dovecot.log").read_text() if (root / "dovecot.log").exists() else ""

@@ -145,8 +145,9 @@ class OAuthRecorder(Recorder):
 class Sink:
     """One aiosmtpd server in a thread; stop() and start() keep its port."""
 
-    def __init__(self, ca: CA, *, security: str = "none", auth: bool = False, recorder: Recorder | None = None) -> None:
-        self.ca, self.security, self.auth = ca, security, auth
+    def __init__(self, ca: CA, *, security: str = "none", auth: bool = False, recorder: Recorder | None = None,
+                 host: str = "127.0.0.1") -> None:
+        self.ca, self.security, self.auth, self.host = ca, security, auth, host
         self.recorder = recorder or Recorder()
         self.port = _free_port()
         self.controller = None
@@ -170,7 +171,7 @@ class Sink:
             # AUTH offered (over TLS after STARTTLS; at once on plain and implicit-TLS ports, where aiosmtpd
             # cannot tell it is already encrypted); the tests check each message's login themselves.
             kwargs.update(authenticator=self.recorder.authenticate, auth_require_tls=self.security == "starttls")
-        self.controller = Controller(self.recorder, hostname="127.0.0.1", port=self.port,
+        self.controller = Controller(self.recorder, hostname=self.host, port=self.port,
                                      ssl_context=self._server_context() if self.security == "tls" else None,
                                      server_hostname="localhost", ready_timeout=10, **kwargs)
         self.controller.start()

@@ -7,7 +7,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy import event
 from werkzeug.exceptions import HTTPException
 
-from webapp.config import INSTANCE_DIR, Config, sqlite_pragmas
+from webapp.config import INSTANCE_DIR, Config, engine_options, sqlite_pragmas
 from webapp import extensions
 from webapp.extensions import csrf, db, limiter, login_manager, migrate
 from webapp.htmx import is_htmx
@@ -27,7 +27,12 @@ def create_app(config: dict | None = None) -> Flask:
                 static_folder="../static")
     app.config.from_object(Config())
     app.config.update(config or {})
+    for name in ("SECRET_KEY", "ENCRYPTION_KEYS"):  # given by the caller (tests, benchmarks): not generated
+        if name in (config or {}):
+            app.config["KEY_SOURCES"] = {**app.config["KEY_SOURCES"], name.lower(): "configuration"}
     app.config["RATELIMIT_STORAGE_URI"] = app.config["REDIS_URL"]  # one Redis for jobs and rate limits
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config["SQLALCHEMY_DATABASE_URI"],
+                                                             app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
     # The remember cookie is exactly as Secure as the session cookie (Flask-Login's has its own flag).
     app.config["REMEMBER_COOKIE_SECURE"] = app.config["SESSION_COOKIE_SECURE"]
     INSTANCE_DIR.mkdir(parents=True, exist_ok=True)

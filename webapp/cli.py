@@ -8,6 +8,7 @@ from webapp.extensions import db
 
 def register_cli(app: Flask) -> None:
     register_key_rotation(app)
+    register_doctor(app)
 
     @app.cli.command("setup-link")
     def setup_link():
@@ -76,3 +77,25 @@ def _secret_columns():
             (OAuthGrant, OAuthGrant.access_token_encrypted), (OAuthFlow, OAuthFlow.verifier_encrypted),
             (ReplyMailbox, ReplyMailbox.password_encrypted), (MailAccount, MailAccount.password_encrypted), (ConnectionTest, ConnectionTest.password_encrypted),
             (SmtpServer, SmtpServer.password_encrypted)]
+
+
+def register_doctor(app: Flask) -> None:
+    @app.cli.command("doctor")
+    @click.option("--quiet", is_flag=True, help="Print only what is not ok (for start-up scripts).")
+    def doctor(quiet):
+        """Check what a production install needs; exits 1 when a check fails."""
+        from webapp import health
+
+        health.report_host("doctor")
+        checks = health.run_checks()
+        marks = {health.OK: "ok  ", health.WARN: "WARN", health.FAIL: "FAIL"}
+        for check in checks:
+            if quiet and check.status == health.OK:
+                continue
+            click.echo(f"{marks[check.status]}  {check.name}: {check.found}")
+            if check.fix and check.status != health.OK:
+                click.echo(f"      → {check.fix}")
+        if not quiet:
+            click.echo(health.summary(checks))
+        if any(c.status == health.FAIL for c in checks):
+            raise SystemExit(1)

@@ -30,6 +30,10 @@ class Config:
     """Settings read once at start-up; see the configuration table in README.md."""
 
     def __init__(self) -> None:
+        # Where the keys came from: the environment (production, the same on every host) or a file generated in
+        # instance/ on first run (one machine); `flask doctor` says which.
+        self.KEY_SOURCES = {"secret_key": "environment" if _env("SECRET_KEY") else "instance",
+                            "encryption_keys": "environment" if _env("ENCRYPTION_KEYS") else "instance"}
         self.SECRET_KEY = _env("SECRET_KEY") or _instance_secret("secret_key", lambda: secrets.token_urlsafe(48))
         keys = _env("ENCRYPTION_KEYS") or _instance_secret(
             "encryption_keys", lambda: Fernet.generate_key().decode()
@@ -87,6 +91,25 @@ class Config:
         self.OAUTH_CLIENT_SECRETS = {k: v for k, v in os.environ.items() if k.startswith("SPACEMAIL_OAUTH_SECRET_")}
         self.OAUTH_ALLOW_HTTP_LOOPBACK = _env("OAUTH_ALLOW_HTTP_LOOPBACK", "") == "1"
         self.MAX_CONTENT_LENGTH = int(_env("MAX_UPLOAD_MB", "1024")) * 1024 * 1024  # mbox imports
+
+
+# Every PostgreSQL session Spacemail opens asks the server to notice a client that vanished (a host that lost
+# power or its network sends no FIN): keepalive probes after 30 s idle, every 10 s, 3 missed = gone (and data
+# it never acknowledged given up after 60 s, tcp_user_timeout, where keepalives do not apply), so its
+# transaction is rolled back and its row locks freed in about a minute, not after the kernel's 2 hours (seen in
+# tests/test_deployment.py: the web waited on a dead worker's lock). A transaction left idle for 15 minutes by a
+# live but stuck client is ended too. Both are per-session settings: no server configuration needed.
+POSTGRES_SESSION_OPTIONS = ("-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3 "
+                            "-c tcp_user_timeout=60000 -c idle_in_transaction_session_timeout=900000")
+
+
+def engine_options(url: str, options: dict) -> dict:
+    """The engine options for `url`: PostgreSQL sessions get POSTGRES_SESSION_OPTIONS (after any given)."""
+    if not url.startswith("postgresql"):
+        return options
+    connect_args = dict(options.get("connect_args") or {})
+    connect_args["options"] = " ".join(filter(None, [POSTGRES_SESSION_OPTIONS, connect_args.get("options")]))
+    return {**options, "connect_args": connect_args}
 
 
 def sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -4,6 +4,7 @@ import logging
 
 from flask import has_app_context
 
+from webapp import health
 from webapp.extensions import db
 from webapp.jobs import DONE, FAILED, RUNNING, JobRun
 from webapp.timeutil import utcnow
@@ -28,8 +29,10 @@ def job(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         if has_app_context():
+            health.report_host("worker")  # this host's key fingerprints, for `flask doctor` (once a minute)
             return func(*args, **kwargs)
         with _worker_app().app_context():
+            health.report_host("worker")
             return func(*args, **kwargs)
 
     return wrapper

@@ -29,6 +29,23 @@ def test_a_running_fetch_whose_lease_ran_out_is_marked_failed(app, db, make_user
     assert services.queue_account_fetch(account, "manual").id != run.id  # a new fetch can start
 
 
+def test_fetch_new_mail_takes_over_a_run_whose_worker_died_without_waiting_for_the_sweep(app, db, make_user,
+                                                                                       dovecot):
+    _, space, account, _ = team_with_account(make_user, dovecot, "imaps")
+    run = services.queue_account_fetch(account, "manual")
+    run.state = "running"
+    account.lease_owner, account.lease_until = "worker-on-a-dead-host", utcnow() + timedelta(minutes=1)
+    db.session.commit()
+    assert services.queue_account_fetch(account, "manual").id == run.id  # alive as far as anyone knows
+    account.lease_until = utcnow() - timedelta(seconds=1)
+    db.session.commit()
+    again = services.queue_account_fetch(account, "manual")
+    db.session.commit()
+    db.session.refresh(run)
+    assert again.id != run.id and again.state == "queued"
+    assert run.state == "failed" and run.error_class == "abandoned"
+
+
 def test_connection_test_passwords_are_wiped_and_old_tests_dropped(app, db, make_user):
     from webapp.spaces.services import create_site_space
     from webapp.archive.services import AccountData

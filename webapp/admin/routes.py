@@ -3,6 +3,7 @@ from flask import flash, redirect, render_template, url_for
 from flask_login import current_user
 from rq import Worker
 
+from webapp import health
 from webapp.admin import bp, services
 from webapp.admin.forms import NewUserForm, SiteSettingsForm, ToggleForm
 from webapp.archive.forms import MailArchivingSettingsForm
@@ -135,8 +136,12 @@ def settings():
 @admin_required
 def system():
     connection = redis_connection()
+    health.report_host("web")
+    checks = health.run_checks()
     return render_template(
         "admin/system.html",
+        checks=checks,
+        summary=health.summary(checks),
         settings=SiteSettings.get(),
         workers=Worker.all(connection=connection),
         queued=len(get_queue()),

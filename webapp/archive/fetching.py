@@ -58,6 +58,7 @@ def fetch(run: FetchRun) -> None:
         _finish(run, RUN_SKIPPED, None, "Another fetch of this account was running.")
         return
     run.state, run.started_at = RUN_RUNNING, utcnow()
+    _settle_dead_runs(run)
     db.session.commit()
     try:
         _fetch_all(run, account, owner)
@@ -75,6 +76,16 @@ def fetch(run: FetchRun) -> None:
         _finish(run, RUN_DONE, run.error_class, run.error_message)  # done, perhaps "archived, but not removed"
     finally:
         release_lease(account.id, owner)
+
+
+def _settle_dead_runs(run: FetchRun) -> None:
+    """This run holds the account's lease, so any other run of the account still marked running lost it: its
+    worker died (a host gone with the scheduler too would leave it "running" for ever)."""
+    now = utcnow()
+    for other in db.session.scalars(select(FetchRun).where(FetchRun.account_id == run.account_id,
+                                                           FetchRun.id != run.id, FetchRun.state == RUN_RUNNING)):
+        other.state, other.finished_at, other.error_class = RUN_FAILED, now, "abandoned"
+        other.error_message = "The fetch stopped before it finished (a worker stopped); the next fetch resumed it."
 
 
 def _finish(run: FetchRun, state: str, error_class, message) -> None:

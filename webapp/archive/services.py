@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from webapp.archive.mailbox import probe
 from webapp.archive.models import (
@@ -170,9 +171,14 @@ def run_connection_test(run: JobRun) -> None:
 
 
 def queue_account_fetch(account: MailAccount, trigger: str) -> FetchRun:
-    """A fetch of `account`, or the one already queued or running: never two at once."""
+    """A fetch of `account`, or the one already queued or running: never two at once. A running one whose worker
+    died (its lease ran out) is settled here and a new one starts, without waiting for the scheduler's sweep."""
     active = db.session.scalar(select(FetchRun).where(FetchRun.account_id == account.id, FetchRun.state.in_(RUN_ACTIVE))
                                .order_by(FetchRun.id.desc()).limit(1))
+    if active is not None and _abandoned(active, utcnow()):
+        if _lock_now(active):
+            _settle_abandoned(active, utcnow())
+        active = None  # else its dead worker's session still holds the row: the sweep settles it later
     if active is not None:
         return active
     run = FetchRun(account_id=account.id, trigger=trigger)
@@ -207,15 +213,36 @@ def queue_due_fetches() -> int:
 def settle_abandoned_runs() -> None:
     """Runs whose worker died (its lease ran out) are marked failed so the next fetch can start."""
     now = utcnow()
+    # Rows still locked by a dead host's session (until PostgreSQL notices it gone, config.POSTGRES_SESSION_OPTIONS)
+    # are skipped, to be settled at a later sweep, rather than holding this worker up.
+    for run in db.session.scalars(select(FetchRun).where(FetchRun.state.in_(RUN_ACTIVE))
+                                  .with_for_update(skip_locked=True)):
+        if _abandoned(run, now):
+            _settle_abandoned(run, now)
+
+
+def _lock_now(run: FetchRun) -> bool:
+    """Lock the run's row unless another session holds it (PostgreSQL: NOWAIT; SQLite has one writer anyway)."""
+    try:
+        with db.session.begin_nested():
+            db.session.execute(select(FetchRun.id).where(FetchRun.id == run.id).with_for_update(nowait=True))
+        return True
+    except OperationalError:
+        return False
+
+
+def _abandoned(run: FetchRun, now) -> bool:
     lease = timedelta(seconds=current_app.config["FETCH_LEASE_SECONDS"])
-    for run in db.session.scalars(select(FetchRun).where(FetchRun.state.in_(RUN_ACTIVE))):
-        account = run.account
-        held = account.lease_until is not None and account.lease_until > now
-        stale_queue = run.state == RUN_QUEUED and run.created_at < now - 2 * lease - timedelta(minutes=10)
-        if (run.state == RUN_RUNNING and not held) or stale_queue:
-            run.state, run.finished_at = RUN_FAILED, now
-            run.error_class = "abandoned"
-            run.error_message = "The fetch stopped before it finished (a worker stopped); the next fetch resumes it."
+    account = run.account
+    held = account.lease_until is not None and account.lease_until > now
+    stale_queue = run.state == RUN_QUEUED and run.created_at < now - 2 * lease - timedelta(minutes=10)
+    return (run.state == RUN_RUNNING and not held) or stale_queue
+
+
+def _settle_abandoned(run: FetchRun, now) -> None:
+    run.state, run.finished_at = RUN_FAILED, now
+    run.error_class = "abandoned"
+    run.error_message = "The fetch stopped before it finished (a worker stopped); the next fetch resumes it."
 
 
 def forget_connection_tests() -> None:
