@@ -2,6 +2,7 @@
 import os
 import re
 import shutil
+import sqlite3
 import socket
 import subprocess
 import tempfile
@@ -97,20 +98,7 @@ def database_url(tmp_path, postgres_database) -> str:
 @pytest.fixture
 def app(tmp_path, redis_server, postgres_database):
     """The app on a fresh database (every table empty but the settings row) and an empty Redis."""
-    app = create_app({
-        "TESTING": True,
-        "SECRET_KEY": "test-secret",
-        "SQLALCHEMY_DATABASE_URI": database_url(tmp_path, postgres_database),
-        "REDIS_URL": redis_server,
-        "RQ_QUEUE": "spacemail",
-        "ENCRYPTION_KEYS": [TEST_KEY],
-        "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
-        "BASE_URL": "http://spacemail.test",
-        # Tests do not pull the power cord: skip PostgreSQL's wait for the disk on each commit.
-        **({"SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True,
-                                          "connect_args": {"options": "-c synchronous_commit=off"}}}
-           if postgres_database else {}),
-    })
+    app = create_app(_app_config(database_url(tmp_path, postgres_database), redis_server, bool(postgres_database)))
     Redis.from_url(redis_server).flushall()
     with app.app_context():
         _fresh_schema(postgres_database)
@@ -121,6 +109,122 @@ def app(tmp_path, redis_server, postgres_database):
         yield app
         _db.session.remove()
         _db.engine.dispose()
+
+
+def _app_config(url: str, redis_server: str, postgres: bool) -> dict:
+    return {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret",
+        "SQLALCHEMY_DATABASE_URI": url,
+        "REDIS_URL": redis_server,
+        "RQ_QUEUE": "spacemail",
+        "ENCRYPTION_KEYS": [TEST_KEY],
+        "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
+        "BASE_URL": "http://spacemail.test",
+        # Tests do not pull the power cord: skip PostgreSQL's wait for the disk on each commit.
+        **({"SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True,
+                                          "connect_args": {"options": "-c synchronous_commit=off"}}}
+           if postgres else {}),
+    }
+
+
+@pytest.fixture(scope="module")
+def shared_app(tmp_path_factory, redis_server, postgres_database):
+    """One app for a module's hundreds of small cases (the permission and CSRF matrices): made once, on a fresh
+    database, with an empty Redis. Each case puts the database back with a DatabaseImage (a new app and schema
+    per case was three quarters of the matrices' time)."""
+    url = postgres_database or f"sqlite:///{tmp_path_factory.mktemp('shared') / 'spacemail.db'}"
+    app = create_app(_app_config(url, redis_server, bool(postgres_database)))
+    Redis.from_url(redis_server).flushall()
+    with app.app_context():
+        _fresh_schema(postgres_database)
+        from webapp.settings import SiteSettings
+
+        SiteSettings.get()
+        _db.session.commit()
+    yield app
+    with app.app_context():
+        _db.session.remove()
+        _db.engine.dispose()
+
+
+def shared_make_user(username, *, admin=False):
+    """make_user for a shared_app (inside its app context)."""
+    from webapp.auth.services import create_user
+
+    user = create_user(username, f"{username}@example.org", username.title(), PASSWORD, is_admin=admin)
+    _db.session.commit()
+    return user
+
+
+class DatabaseImage:
+    """Every row of a small test database, taken once and put back in milliseconds: SQLite's whole file through
+    its backup API (the FTS5 index included); PostgreSQL's tables through COPY (binary), and its sequences."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        with app.app_context():
+            _db.session.commit()
+            self.engine = _db.engine
+            self.sqlite = self.engine.dialect.name == "sqlite"
+            if self.sqlite:
+                self.path = self.engine.url.database
+                self.engine.dispose()
+                source = sqlite3.connect(self.path)
+                self.memory = sqlite3.connect(":memory:")
+                source.backup(self.memory)
+                source.close()
+                return
+            self.tables = [t.name for t in _db.metadata.sorted_tables]
+            raw = self.engine.raw_connection()
+            try:
+                cursor = raw.driver_connection.cursor()
+                self.rows = {}
+                for table in self.tables:
+                    with cursor.copy(f'COPY "{table}" TO STDOUT (FORMAT BINARY)') as copy:
+                        self.rows[table] = b"".join(bytes(chunk) for chunk in copy)
+                self.sequences = cursor.execute(
+                    "SELECT schemaname || '.' || sequencename, last_value FROM pg_sequences "
+                    "WHERE schemaname = 'public'").fetchall()
+                raw.driver_connection.commit()
+            finally:
+                raw.close()
+
+    def restore(self) -> None:
+        with self.app.app_context():
+            _db.session.remove()
+            if self.sqlite:
+                self.engine.dispose()
+                target = sqlite3.connect(self.path)
+                self.memory.backup(target)
+                target.close()
+                _forget_caches()
+                return
+            raw = self.engine.raw_connection()
+            try:
+                connection = raw.driver_connection
+                cursor = connection.cursor()
+                cursor.execute("SET session_replication_role = replica")  # no foreign-key triggers while loading
+                for table in reversed(self.tables):
+                    cursor.execute(f'DELETE FROM "{table}"')
+                for table in self.tables:
+                    with cursor.copy(f'COPY "{table}" FROM STDIN (FORMAT BINARY)') as copy:
+                        copy.write(self.rows[table])
+                for name, value in self.sequences:
+                    cursor.execute("SELECT setval(%s, %s, %s)", [name, value or 1, value is not None])
+                cursor.execute("SET session_replication_role = DEFAULT")
+                connection.commit()
+            finally:
+                raw.close()
+            _forget_caches()
+
+
+def _forget_caches() -> None:
+    """What a process keeps between requests (rendered lists, counts), stale once the database is put back."""
+    from webapp.archive import read_routes, services
+
+    read_routes._RENDERED.clear()
+    services._COUNTS.clear()
 
 
 _postgres_schema_made = set()

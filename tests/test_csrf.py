@@ -2,7 +2,7 @@
 import pytest
 from sqlalchemy import select
 
-from tests.test_permissions import MATRIX, _url, world  # noqa: F401  (world is a fixture)
+from tests.test_permissions import MATRIX, _url, matrix, matrix_image, world  # noqa: F401  (fixtures)
 from webapp.extensions import db as _db
 
 # RFC 8058: mail clients POST the one-click unwatch with no session and no form; the signed token is the proof.
@@ -20,9 +20,10 @@ def snapshot():
 
 @pytest.mark.parametrize("endpoint, method, kwargs, data, wanted", STATE_CHANGING,
                          ids=[f"{row[0]} {'/'.join(map(str, row[2].values()))}" for row in STATE_CHANGING])
-def test_post_without_token_is_refused(app, client, login, world, db, endpoint, method, kwargs, data, wanted):
-    login(world.people["sysadmin"])
-    url = _url(app, endpoint, kwargs, world.ids)
+def test_post_without_token_is_refused(matrix, endpoint, method, kwargs, data, wanted):
+    client, world, db = matrix.client, matrix.world, _db
+    matrix.login(world.people["sysadmin"])
+    url = _url(matrix.app, endpoint, kwargs, world.ids)
     # A form that would succeed with the token: enough fields for every route here.
     payload = {**(data or {}), "name": "Changed", "full_name": "Changed", "email": "changed@example.org",
                "site_title": "Changed", "time_zone": "UTC", "person": "user", "role": "admin", "value": "off",

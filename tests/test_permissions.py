@@ -5,11 +5,14 @@ A route added later without a row here fails test_every_route_has_a_row.
 from types import SimpleNamespace
 
 import pytest
+from redis import Redis
 
+from tests.conftest import PASSWORD, Client, DatabaseImage, shared_make_user
 from webapp.archive import ingest
 from webapp.archive.models import ConnectionTest, Message
 from webapp.archive.services import AccountData, create_account
 from webapp.content.services import create_page, edit_page
+from webapp.extensions import db as db_ext
 from webapp.jobs import JobRun
 from webapp.auth.models import UserSession
 from webapp.notify.models import ContentEvent, Watch
@@ -217,6 +220,10 @@ def account_data(host, username):
 
 @pytest.fixture
 def world(db, make_user):
+    return build_world(db, make_user)
+
+
+def build_world(db, make_user):
     """TEAM (viewer, space_admin, victim) and OTHER (other_admin) site spaces, and one job run."""
     people = {name: make_user(name) for name in ("user", "viewer", "other_admin", "space_admin", "victim")}
     people["sysadmin"] = make_user("sysadmin", admin=True)
@@ -266,6 +273,36 @@ def world(db, make_user):
     return SimpleNamespace(people=people, ids=ids)
 
 
+@pytest.fixture(scope="module")
+def matrix_image(shared_app):
+    """The world built once for the module's hundreds of cases, and its image (tests/conftest.py)."""
+    with shared_app.app_context():
+        built = build_world(db_ext, lambda name, admin=False: shared_make_user(name, admin=admin))
+        people = {name: SimpleNamespace(username=user.username, id=user.id) for name, user in built.people.items()}
+        image = DatabaseImage(shared_app)
+    return SimpleNamespace(people=people, ids=built.ids), image
+
+
+@pytest.fixture
+def matrix(shared_app, matrix_image, redis_server):
+    """(app, client, login, world) on the world as it was built: the database put back before each case."""
+    world, image = matrix_image
+    image.restore()
+    Redis.from_url(redis_server).flushall()
+    with shared_app.app_context():
+        shared_app.test_client_class = Client
+        client = shared_app.test_client()
+
+        def login(person):
+            response = client.post("/login", data={"login": person.username, "password": PASSWORD})
+            assert response.status_code == 302, response.get_data(as_text=True)
+            client.csrf_token()
+            return client
+
+        yield SimpleNamespace(app=shared_app, client=client, login=login, world=world)
+        db_ext.session.remove()
+
+
 def _url(app, endpoint, kwargs, ids):
     values = {k: ids.get(v, v) if isinstance(v, str) else v for k, v in kwargs.items()}
     with app.test_request_context():
@@ -292,10 +329,11 @@ CASES = [
 
 
 @pytest.mark.parametrize("endpoint, method, kwargs, data, actor, wanted", CASES)
-def test_permission(app, client, login, world, endpoint, method, kwargs, data, actor, wanted):
+def test_permission(matrix, endpoint, method, kwargs, data, actor, wanted):
+    client, world = matrix.client, matrix.world
     if actor != "anonymous":
-        login(world.people[actor])
-    url = _url(app, endpoint, kwargs, world.ids)
+        matrix.login(world.people[actor])
+    url = _url(matrix.app, endpoint, kwargs, world.ids)
     response = client.get(url) if method == "GET" else client.post(url, data=data)
     body = response.get_data().decode("utf-8", "replace")
     response.close()
@@ -325,3 +363,29 @@ def test_system_admin_administers_every_space_and_owner_their_own(app, world, db
     assert role_in(world.people["user"], team) is None
     team.everyone_can_view = True
     assert role_in(world.people["user"], team) == VIEW
+
+
+def test_each_case_starts_from_the_world_as_built(shared_app, matrix_image):
+    """The matrices' cases share one world: a change a case makes (rows, the search index, ids) is undone."""
+    from webapp.archive import search
+    from webapp.auth.models import User
+
+    world, image = matrix_image
+    with shared_app.app_context():
+        users = db_ext.session.query(User).count()
+        db_ext.session.delete(db_ext.session.get(Message, world.ids["message"]))
+        shared_make_user("intruder")
+        team_id = db_ext.session.get(Message, world.ids["trashed"]).space_id
+        new_id, _ = ingest.store(team_id, None, b"Subject: later\r\n\r\nzebra\r\n")
+        db_ext.session.commit()
+        assert [h.message_id for h in search.search(team_id, "zebra")] == [new_id]
+    image.restore()
+    with shared_app.app_context():
+        assert db_ext.session.query(User).count() == users
+        assert db_ext.session.query(User).filter_by(username="intruder").count() == 0
+        assert db_ext.session.get(Message, world.ids["message"]) is not None
+        assert search.search(team_id, "zebra") == []
+        again, _ = ingest.store(team_id, None, b"Subject: later\r\n\r\nzebra\r\n")
+        db_ext.session.commit()
+        assert again == new_id  # the id sequence went back too
+    image.restore()
