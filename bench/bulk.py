@@ -53,7 +53,9 @@ def archives(n: int, seed: int, postgres_server: str | None, small: int = 1000) 
     name = key(n, seed, small)
     path = cache_dir() / f"archive_{name}.db"
     manifest = cache_dir() / f"archive_{name}.json"
-    pg_name = f"bench_cache_{name}"[:63]
+    # Named after the cache folder too: another cache (a test's, a second checkout) on the same server neither
+    # reuses nor drops this one's database.
+    pg_name = f"bench_cache_{_folder_tag()}_{name}"[:63]
     pg_url = f"{postgres_server}/{pg_name}" if postgres_server else None
     if manifest.exists() and path.exists() and (pg_url is None or _pg_exists(postgres_server, pg_name)):
         info = json.loads(manifest.read_text())
@@ -63,7 +65,7 @@ def archives(n: int, seed: int, postgres_server: str | None, small: int = 1000) 
     for old in cache_dir().glob("archive_*"):  # one size at a time: they are large
         old.unlink()
     if pg_url:
-        _pg_recreate(postgres_server, pg_name)
+        _pg_recreate(postgres_server, pg_name, f"bench_cache_{_folder_tag()}_")
     info = build(f"sqlite:///{path}", pg_url, n, seed, small)
     manifest.write_text(json.dumps(info))
     return f"sqlite:///{path}", pg_url, {**info, "kept": False}
@@ -76,11 +78,19 @@ def _pg_exists(server: str, name: str) -> bool:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
 
 
-def _pg_recreate(server: str, name: str) -> None:
+def _folder_tag() -> str:
+    import hashlib
+
+    return hashlib.sha256(str(cache_dir().resolve()).encode()).hexdigest()[:6]
+
+
+def _pg_recreate(server: str, name: str, prefix: str) -> None:
+    """A new database `name`, after dropping this cache's older ones (those starting with `prefix`)."""
     import psycopg
 
     with psycopg.connect(server.replace("+psycopg", "") + "/postgres", autocommit=True) as conn:
-        for (old,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'bench_cache_%'").fetchall():
+        for (old,) in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                                   [prefix]).fetchall():
             conn.execute(f'DROP DATABASE "{old}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
 

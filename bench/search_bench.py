@@ -148,12 +148,15 @@ def time_pages(app, reps: int) -> dict[str, list[float]]:
     from webapp.archive.reading import encode_cursor
     from webapp.extensions import db
 
+    sid = space_id(app)
     with app.app_context():
-        count = db.session.scalar(select(func.count(Message.id)))
-        thread_id = db.session.scalar(select(Thread.id).order_by(Thread.message_count.desc()).limit(1))
-        message_id = db.session.scalar(select(Message.id).order_by(Message.date.desc()).limit(1))
-        deep = db.session.execute(select(Message.date, Message.id).order_by(Message.date.desc(), Message.id.desc())
-                                  .offset(count // 2).limit(1)).first()
+        count = db.session.scalar(select(func.count(Message.id)).where(Message.space_id == sid))
+        thread_id = db.session.scalar(select(Thread.id).where(Thread.space_id == sid)
+                                      .order_by(Thread.message_count.desc()).limit(1))
+        message_id = db.session.scalar(select(Message.id).where(Message.space_id == sid)
+                                       .order_by(Message.date.desc()).limit(1))
+        deep = db.session.execute(select(Message.date, Message.id).where(Message.space_id == sid)
+                                  .order_by(Message.date.desc(), Message.id.desc()).offset(count // 2).limit(1)).first()
     pages = {"Mail tab, first page": ("/spaces/BENCH/mail", True),
              "Mail tab, deep page": (f"/spaces/BENCH/mail?before={encode_cursor(deep.date, deep.id)}", True),
              "Mail tab, first page (warm)": ("/spaces/BENCH/mail", False),
@@ -218,6 +221,50 @@ def page_results(samples, n: int) -> list[Result]:
     return results
 
 
+def large(n: int, seed: int, reps: int, urls, small: int = 1000) -> list[Result]:
+    """B8 at `n` messages (one space of n, nine of `small`), SQLite and PostgreSQL side by side: searches and the
+    Mail tab's pages, on archives made by bench/bulk.py (kept between runs)."""
+    import bulk
+    from common import open_app
+
+    pg = urls.postgres("b8_probe")
+    server = pg.rsplit("/", 1)[0] if pg else None
+    say(f"B8: archives of {n:,} messages (+{9 * small:,} in nine small spaces), SQLite and PostgreSQL")
+    sqlite_url, pg_url, info = bulk.archives(n, seed, server, small)
+    RARE["word"] = info["rare"]
+    built = ("kept from an earlier run, " if info.get("kept") else "") + (
+        f"bulk-loaded in {info['seconds'] / 60:.0f} minutes")
+    results = []
+    engines = [("SQLite", sqlite_url)] + ([("PostgreSQL", pg_url)] if pg_url else [])
+    measured = {}
+    for engine, url in engines:
+        say(f"B8: searches and pages at {n:,} ({engine})")
+        app = open_app(url)
+        measured[engine] = (time_searches(app, reps), time_pages(app, reps))
+        with app.app_context():
+            from webapp.extensions import db
+
+            db.engine.dispose()
+    for engine, (searches, pages) in measured.items():
+        tag = "" if engine == "PostgreSQL" else " (SQLite)"
+        for result in search_results(searches, None, n, "B8"):
+            result.id += tag
+            result.work += f" ({engine}, {built})"
+            results.append(result)
+        for result in page_results(pages, n):
+            result.id = "B8 " + result.id.removeprefix("B5 ") + tag
+            result.work += f" ({engine})"
+            results.append(result)
+    if "PostgreSQL" in measured:  # side by side: PostgreSQL's figure against SQLite's, same archive and queries
+        by_id = {r.id: r for r in results}
+        for r in results:
+            twin = by_id.get(r.id + " (SQLite)")
+            if twin is not None:
+                r.reference, r.reference_figure, r.reference_samples = "Spacemail on SQLite", twin.figure, twin.samples
+                r.ratio = twin.figure / r.figure
+    return results
+
+
 def run(n: int, seed: int, reps: int, urls, wrk_seconds: int = 10, runs: int = 3) -> list[Result]:
     maildir = WORKDIR / "b4-maildir"
     say(f"B4/B5: building an archive of {n:,} messages (SQLite) and a Maildir of the same")
@@ -241,19 +288,6 @@ def run(n: int, seed: int, reps: int, urls, wrk_seconds: int = 10, runs: int = 3
                           note="the same list asked for again and again: each worker renders it once and then "
                                "serves it from its rendered-list cache until the archive changes (see B5 first, "
                                "cold and warm)"))
-    pg = urls.postgres("b4")
-    if pg is not None:
-        say(f"B8: the same {n:,} messages on PostgreSQL")
-        pg_app, pg_rate = build(pg, n, seed, maildir)
-        pg_ours = time_searches(pg_app, reps)
-        for result, sqlite_result in zip(search_results(pg_ours, None, n, "B8"), results[:2]):
-            result.work += " (PostgreSQL)"
-            result.reference, result.reference_figure = "Spacemail on SQLite", sqlite_result.figure
-            result.reference_samples = sqlite_result.samples
-            result.ratio = sqlite_result.figure / result.figure
-            result.goal, result.met, result.note = "reported side by side", None, ""
-            results.append(result)
-        results[-1].note = f"the PostgreSQL archive was built at {pg_rate:,.0f} messages/s"
     return results
 
 

@@ -18,7 +18,7 @@ import common
 from common import BENCH, ROOT, Urls, say, versions
 
 NOTES = BENCH / "notes.md"
-ORDER = ["B1", "B1p", "B2", "B3", "B4", "B5", "B6", "B7", "B8"]
+ORDER = ["B1", "B1p", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9"]
 
 
 def _earlier(args) -> list:
@@ -38,13 +38,18 @@ def parse_args(argv=None):
     parser.add_argument("--messages", type=int, help="corpus size (default 20,000; 2,000 with --quick)")
     parser.add_argument("--search-messages", type=int, help="archive size for B4/B5/B8 (default 10 × --messages)")
     parser.add_argument("--watchers", type=int, help="notifications for B6 (default 10,000; 2,000 with --quick)")
+    parser.add_argument("--large-messages", type=int,
+                        help="B8's large archive, bulk-loaded and kept between runs (default 1,000,000; 50,000 with "
+                             "--quick)")
+    parser.add_argument("--large-small", type=int, default=1000, help="messages in each of B8's nine small spaces")
+    parser.add_argument("--scale", help="B9's ACCOUNTS,MESSAGES,MAILS (default 40,1000,20000; 8,200,2000 with --quick)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each timed step (at least 3 for the docs)")
     parser.add_argument("--reps", type=int, default=30, help="timed repetitions of each query and page")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--big-mb", type=int, default=50, help="size of B7's single large message")
     parser.add_argument("--wrk-seconds", type=int, default=10)
     parser.add_argument("--no-postgres", action="store_true", help="skip B8 even when PostgreSQL answers")
-    parser.add_argument("--only", help="comma-separated parts: fetch,import,search,notify")
+    parser.add_argument("--only", help="comma-separated parts: fetch,import,search,large,notify,scale")
     parser.add_argument("--out", default=str(ROOT), help="where docs/benchmarks.md and bench/results.json go")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (databases, Maildirs)")
     parser.add_argument("--merge", action="store_true", help="keep the other rows of the results file (with --only)")
@@ -53,6 +58,7 @@ def parse_args(argv=None):
     args.messages = args.messages or (2_000 if args.quick else 20_000)
     args.search_messages = args.search_messages or 10 * args.messages
     args.watchers = args.watchers or (2_000 if args.quick else 10_000)
+    args.large_messages = args.large_messages or (50_000 if args.quick else 1_000_000)
     return args
 
 
@@ -62,9 +68,10 @@ def main(argv=None) -> int:
     import fetch_bench
     import import_bench
     import notify_bench
+    import scale_bench
     import search_bench
 
-    parts = set((args.only or "fetch,import,search,notify").split(","))
+    parts = set((args.only or "fetch,import,search,large,notify,scale").split(","))
     urls = Urls(postgres=not args.no_postgres)
     started = time.monotonic()
     say(f"corpus: {args.messages:,} messages, seed {args.seed} (work directory {common.WORKDIR})")
@@ -85,8 +92,14 @@ def main(argv=None) -> int:
     del raws
     if "search" in parts:
         done(search_bench.run(args.search_messages, args.seed, args.reps, urls, args.wrk_seconds, args.runs))
+    if "large" in parts:
+        done(search_bench.large(args.large_messages, args.seed, args.reps, urls, args.large_small))
     if "notify" in parts:
         done(notify_bench.run(args.watchers, args.runs))
+    if "scale" in parts and not args.no_postgres:
+        accounts, per_account, mails = (int(v) for v in (args.scale or ("8,200,2000" if args.quick else
+                                                                         "40,1000,20000")).split(","))
+        done(scale_bench.run(urls, accounts=accounts, per_account=per_account, mails=mails))
     if not args.keep:
         shutil.rmtree(common.WORKDIR, ignore_errors=True)  # corpora, Maildirs, databases: gigabytes at full size
     for r in results:
@@ -114,7 +127,8 @@ def write(results, args, minutes: float) -> None:
     lines = [
         "# Benchmarks", "",
         f"Written by `{command}` on {when} ({minutes:.0f} minutes). Corpus: {args.messages:,} messages from "
-        f"`bench/corpus.py {args.messages} {args.seed}`; search and pages at {args.search_messages:,} messages; "
+        f"`bench/corpus.py {args.messages} {args.seed}`; search and pages at {args.search_messages:,} messages (B4, "
+        f"B5) and {args.large_messages:,} (B8, bulk-loaded, SQLite and PostgreSQL); "
         f"{args.watchers:,} notifications; each timed step run {args.runs} times (figure = median, spread = "
         f"lowest-highest of the runs; for B4 and B5, of the queries' or pages' medians, {args.reps} timed "
         "repetitions each). The same figures, machine-readable: `bench/results.json`.", "",

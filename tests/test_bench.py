@@ -8,7 +8,9 @@ import pytest
 from tests.conftest import ROOT
 
 IDS = {"B1", "B1p", "B2", "B3", "B4 newest", "B4 ranked", "B4 rare", "B4 mid", "B5 first", "B5 deep", "B5 thread",
-       "B5 message", "B5 first (warm)", "B5 HTTP", "B6", "B6 save", "B7", "B7 big", "B8 fetch"}
+       "B5 message", "B5 first (warm)", "B5 HTTP", "B6", "B6 save", "B7", "B7 big", "B8 fetch", "B8 newest (SQLite)",
+       "B8 ranked (SQLite)", "B8 first (SQLite)", "B8 thread (SQLite)"}
+POSTGRES_IDS = {"B8 newest", "B8 ranked", "B8 first", "B8 deep", "B8 thread", "B8 message", "B9 fetch", "B9 send"}
 
 
 @pytest.mark.bench
@@ -16,12 +18,16 @@ IDS = {"B1", "B1p", "B2", "B3", "B4 newest", "B4 ranked", "B4 rare", "B4 mid", "
 def test_quick_benchmark_at_a_tiny_size_writes_every_row(tmp_path):
     out = subprocess.run(
         [sys.executable, "bench/suite.py", "--quick", "--messages", "40", "--search-messages", "400", "--watchers",
-         "40", "--runs", "1", "--reps", "2", "--big-mb", "4", "--wrk-seconds", "1", "--out", str(tmp_path)],
+         "40", "--runs", "1", "--reps", "2", "--big-mb", "4", "--wrk-seconds", "1", "--large-messages", "300",
+         "--large-small", "10", "--scale", "2,20,40", "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
     by_id = {r["id"]: r for r in results}
     assert IDS <= set(by_id)
+    if "B8 fetch" in by_id and by_id["B8 fetch"]["reference_figure"]:  # PostgreSQL answered: its rows too
+        assert POSTGRES_IDS <= set(by_id)
+        assert by_id["B8 newest"]["reference"] == "Spacemail on SQLite" and by_id["B8 newest"]["ratio"] > 0
     for r in results:
         assert r["figure"] > 0 and r["unit"] and r["goal"]
         assert set(r) >= {"id", "figure", "unit", "reference_figure", "ratio", "goal", "met"}

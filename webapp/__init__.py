@@ -30,7 +30,9 @@ def create_app(config: dict | None = None) -> Flask:
     for name in ("SECRET_KEY", "ENCRYPTION_KEYS"):  # given by the caller (tests, benchmarks): not generated
         if name in (config or {}):
             app.config["KEY_SOURCES"] = {**app.config["KEY_SOURCES"], name.lower(): "configuration"}
-    app.config["RATELIMIT_STORAGE_URI"] = app.config["REDIS_URL"]  # one Redis for jobs and rate limits
+    from webapp.jobs import limiter_storage_uri
+
+    app.config["RATELIMIT_STORAGE_URI"] = limiter_storage_uri(app.config)  # one Redis for jobs and rate limits
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config["SQLALCHEMY_DATABASE_URI"],
                                                              app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
     # The remember cookie is exactly as Secure as the session cookie (Flask-Login's has its own flag).

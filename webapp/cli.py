@@ -9,6 +9,7 @@ from webapp.extensions import db
 def register_cli(app: Flask) -> None:
     register_key_rotation(app)
     register_doctor(app)
+    register_backup(app)
 
     @app.cli.command("setup-link")
     def setup_link():
@@ -99,3 +100,39 @@ def register_doctor(app: Flask) -> None:
             click.echo(health.summary(checks))
         if any(c.status == health.FAIL for c in checks):
             raise SystemExit(1)
+
+
+def register_backup(app: Flask) -> None:
+    @app.cli.command("backup")
+    @click.argument("destination", type=click.Path(dir_okay=False, writable=True))
+    def backup(destination):
+        """Copy the database to DESTINATION while Spacemail runs: SQLite through its backup API (a consistent
+        copy, not a file copy of a database in use), PostgreSQL with pg_dump's custom format (restore with
+        pg_restore). Keep the keys with it: without the encryption keys the stored passwords cannot be read."""
+        import shutil
+        import sqlite3
+        import subprocess
+
+        url = db.engine.url
+        if url.get_backend_name() == "sqlite":
+            source = sqlite3.connect(url.database)
+            target = sqlite3.connect(destination)
+            with target:
+                source.backup(target)
+            target.close()
+            source.close()
+        else:
+            pg_dump = shutil.which("pg_dump")
+            if pg_dump is None:
+                raise click.ClickException("pg_dump is not installed (Debian: postgresql-client).")
+            plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
+            done = subprocess.run([pg_dump, "--format=custom", "--no-owner", f"--file={destination}", plain],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                raise click.ClickException(f"pg_dump failed: {done.stderr.strip()}")
+        sources = app.config.get("KEY_SOURCES", {})
+        click.echo(f"Database copied to {destination}.")
+        if "instance" in sources.values():
+            click.echo(f"Back up the keys too: {app.instance_path}/secret_key and encryption_keys.")
+        else:
+            click.echo("Back up the keys too: SPACEMAIL_SECRET_KEY and SPACEMAIL_ENCRYPTION_KEYS.")

@@ -41,6 +41,12 @@ class Config:
         self.ENCRYPTION_KEYS = [k.strip() for k in keys.split(",") if k.strip()]
         self.SQLALCHEMY_DATABASE_URI = _env("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'spacemail.db'}"
         self.REDIS_URL = _env("REDIS_URL", "redis://127.0.0.1:6379/0")
+        # Redis behind Sentinel (RQ supports Sentinel, not Redis Cluster): "host:26379,host2:26379", the master's
+        # name, and its password if it has one; then REDIS_URL is not used.
+        self.REDIS_SENTINELS = [(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in
+                                (_env("REDIS_SENTINELS") or "").split(",") if h.strip()]
+        self.REDIS_SENTINEL_MASTER = _env("REDIS_SENTINEL_MASTER", "mymaster")
+        self.REDIS_PASSWORD = _env("REDIS_PASSWORD")
         self.RQ_QUEUE = _env("QUEUE", "spacemail")
         self.BASE_URL = (_env("BASE_URL") or "http://127.0.0.1:5000").rstrip("/")
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}

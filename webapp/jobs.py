@@ -55,8 +55,28 @@ class JobRun(db.Model):
 def redis_connection() -> Redis:
     ext = current_app.extensions
     if "spacemail.redis" not in ext:
-        ext["spacemail.redis"] = Redis.from_url(current_app.config["REDIS_URL"])
+        ext["spacemail.redis"] = make_redis(current_app.config)
     return ext["spacemail.redis"]
+
+
+def make_redis(config) -> Redis:
+    """The site's Redis: the master that Sentinel names (REDIS_SENTINELS), or the one at REDIS_URL."""
+    if config.get("REDIS_SENTINELS"):
+        from redis.sentinel import Sentinel
+
+        sentinel = Sentinel(config["REDIS_SENTINELS"], socket_timeout=5)
+        return sentinel.master_for(config["REDIS_SENTINEL_MASTER"], password=config.get("REDIS_PASSWORD"),
+                                   socket_timeout=30)
+    return Redis.from_url(config["REDIS_URL"])
+
+
+def limiter_storage_uri(config) -> str:
+    """Flask-Limiter's storage: the same Redis (through Sentinel when there is one)."""
+    if config.get("REDIS_SENTINELS"):
+        hosts = ",".join(f"{host}:{port}" for host, port in config["REDIS_SENTINELS"])
+        password = f":{config['REDIS_PASSWORD']}@" if config.get("REDIS_PASSWORD") else ""
+        return f"redis+sentinel://{password}{hosts}/{config['REDIS_SENTINEL_MASTER']}"
+    return config["REDIS_URL"]
 
 
 def get_queue() -> Queue:

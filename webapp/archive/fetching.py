@@ -1,6 +1,7 @@
 """One fetch of one account: lease, list, download in batches, commit, then delete. DESIGN.md §2."""
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from flask import current_app
@@ -177,8 +178,9 @@ def _one_pass(run: FetchRun, account: MailAccount, owner: str, session, removal:
     if not todo:
         return True
     removed: list[str] = []  # removed on the server: noted with the next commit (a lost note is harmless)
-    for batch in _batches(todo, config["FETCH_BATCH_SIZE"], config["FETCH_BATCH_BYTES"]):
-        stored = _store_batch(run, account, session, batch)
+    batches = _batches(todo, config["FETCH_BATCH_SIZE"], config["FETCH_BATCH_BYTES"])
+    for batch, downloaded, prepared in _ahead(session, batches, ahead=not session.deletes_end_session):
+        stored = _store_batch(run, account, batch, downloaded, prepared)
         _note_removed(account.id, removed)
         if not renew_lease(account.id, owner):
             db.session.rollback()
@@ -215,10 +217,43 @@ def _seen(account_id: int, server_ids: list[str]) -> dict[str, SeenMessage]:
     return found
 
 
-def _store_batch(run: FetchRun, account: MailAccount, session, batch) -> dict[str, int]:
-    """Download the batch, archive it in one go, and note each server id as seen (the caller commits)."""
-    downloaded = list(session.download(batch))
-    results = ingest.store_batch(account.space_id, account.id, [raw for _, raw in downloaded])
+def _ahead(session, batches, ahead: bool):
+    """(batch, downloaded, Prepared) for each batch. IMAP: batch n+1 is downloaded before batch n is stored and
+    parsed in a thread while it is (ingest.prepare: the parse holds the GIL, the store mostly waits for the
+    database), so parsing overlaps the writes (docs/benchmarks.md, B8). Nothing changes in what is durable when:
+    each batch is still committed before it is removed, and one downloaded ahead but not stored is fetched
+    again next time. POP3 ends its session with each batch's deletion, so it downloads one batch at a time."""
+    size_cap = current_app.config["ARCHIVE_PARSE_LIMIT"]
+    vectors = db.session.get_bind().dialect.name == "postgresql"
+    with ThreadPoolExecutor(1, thread_name_prefix="parse-ahead") as pool:
+
+        def fetched(batch):
+            downloaded = list(session.download(batch))
+            return batch, downloaded, pool.submit(ingest.prepare, [raw for _, raw in downloaded], size_cap, vectors)
+
+        pending = None
+        for batch in batches:
+            if not ahead:
+                batch, downloaded, future = fetched(batch)
+                yield batch, downloaded, future.result()
+                continue
+            try:
+                following = fetched(batch)
+            except MailboxError:
+                if pending is None:
+                    raise
+                yield pending[0], pending[1], pending[2].result()  # store what came before, then fail
+                raise
+            if pending is not None:
+                yield pending[0], pending[1], pending[2].result()
+            pending = following
+        if pending is not None:
+            yield pending[0], pending[1], pending[2].result()
+
+
+def _store_batch(run: FetchRun, account: MailAccount, batch, downloaded, prepared) -> dict[str, int]:
+    """Archive the downloaded batch in one go, and note each server id as seen (the caller commits)."""
+    results = ingest.store_batch(account.space_id, account.id, [raw for _, raw in downloaded], prepared)
     rows = [{"account_id": account.id, "server_id": item.server_id[:200], "message_id": message_id,
              "deleted_on_server": False} for (item, _), (message_id, _) in zip(downloaded, results)]
     if rows:

@@ -166,11 +166,11 @@ def _planner_statistics() -> None:
     if reltuples >= STATISTICS_AT:
         _ANALYZED.add(str(bind.url))
     elif live >= STATISTICS_AT:
-        try:
-            with db.session.begin_nested():  # another worker analyzing at the same moment may make this fail
-                db.session.execute(text("ANALYZE archive_messages, archive_refs, archive_threads"))
+        try:  # on a connection of its own, outside the batch's transaction: no lock held past the statement
+            with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                connection.execute(text("ANALYZE archive_messages, archive_refs, archive_threads"))
             _ANALYZED.add(str(bind.url))
-        except Exception:
+        except Exception:  # noqa: BLE001 - statistics are an optimization; the next batch tries again
             pass
 
 

@@ -32,7 +32,7 @@ def fan_out_due() -> int:
     """Every due event, one at a time, each claimed atomically; returns how many mails were queued.
 
     An event whose fan-out raises is rolled back, counted and put off, so the events after it go out now; after
-    POISON_ATTEMPTS tries it is set aside for an admin (Administration › Workers › Failed events)."""
+    POISON_ATTEMPTS tries it is set aside for an admin (Administration › System health › Failed events)."""
     queued = 0
     while True:
         event_id = db.session.scalar(select(ContentEvent.id).where(
