@@ -371,6 +371,7 @@ def test_each_case_starts_from_the_world_as_built(shared_app, matrix_image):
     from webapp.auth.models import User
 
     world, image = matrix_image
+    image.restore()  # (each case restores before it runs: the one before this may have changed anything)
     with shared_app.app_context():
         users = db_ext.session.query(User).count()
         db_ext.session.delete(db_ext.session.get(Message, world.ids["message"]))
