@@ -217,27 +217,31 @@ class _Writer:
         self.conn.close()
 
 
-def build(sqlite_url: str, postgres_url: str | None, n: int, seed: int, small: int) -> dict:
-    """Both archives, from one parse of the corpus. Returns how long it took."""
-    from webapp.archive import ingest, search
+def _small_spaces(app) -> dict[str, int]:
+    """The nine small spaces beside BENCH (made by make_app): space key -> id."""
     from webapp.auth.models import User
     from webapp.extensions import db
     from webapp.spaces.services import create_site_space
+
+    with app.app_context():
+        admin = db.session.scalar(db.select(User).where(User.username == "bench"))
+        ids = {"BENCH": db.session.scalar(db.text("SELECT id FROM spaces WHERE key = 'BENCH'"))}
+        for i in range(1, SMALL_SPACES + 1):
+            ids[f"SMALL{i}"] = create_site_space(admin, f"SMALL{i}", f"Small {i}").id
+        db.session.commit()
+        return ids
+
+
+def build(sqlite_url: str, postgres_url: str | None, n: int, seed: int, small: int) -> dict:
+    """Both archives, from one parse of the corpus. Returns how long it took."""
+    from webapp.archive import ingest, search
 
     started = time.perf_counter()
     path = Path(sqlite_url.removeprefix("sqlite:///"))
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     apps = [make_app(sqlite_url)] + ([make_app(postgres_url)] if postgres_url else [])
-    space_ids = []
-    for app in apps:
-        with app.app_context():
-            admin = db.session.scalar(db.select(User).where(User.username == "bench"))
-            ids = {"BENCH": db.session.scalar(db.text("SELECT id FROM spaces WHERE key = 'BENCH'"))}
-            for i in range(1, SMALL_SPACES + 1):
-                ids[f"SMALL{i}"] = create_site_space(admin, f"SMALL{i}", f"Small {i}").id
-            db.session.commit()
-            space_ids.append(ids)
+    space_ids = [_small_spaces(app) for app in apps]
     assert all(ids == space_ids[0] for ids in space_ids)
     space_ids = space_ids[0]
     writers = [_Writer(app, app.config["SQLALCHEMY_DATABASE_URI"]) for app in apps]
@@ -350,9 +354,7 @@ def check(n: int, small: int) -> dict:
     from common import Urls, sqlite_url
 
     from webapp.archive import ingest
-    from webapp.auth.models import User
     from webapp.extensions import db
-    from webapp.spaces.services import create_site_space
 
     urls = Urls()
     pg = urls.postgres("bulk_check")
@@ -360,12 +362,8 @@ def check(n: int, small: int) -> dict:
     build(bulk_sqlite, pg, n, 7, small)
     imported = sqlite_url("import_check")
     app = make_app(imported)
+    ids = _small_spaces(app)
     with app.app_context():
-        admin = db.session.scalar(db.select(User).where(User.username == "bench"))
-        ids = {"BENCH": db.session.scalar(db.text("SELECT id FROM spaces WHERE key = 'BENCH'"))}
-        for i in range(1, SMALL_SPACES + 1):
-            ids[f"SMALL{i}"] = create_site_space(admin, f"SMALL{i}", f"Small {i}").id
-        db.session.commit()
         for space, batch in _chunks(n, 7, small):
             ingest.store_batch(ids[space], None, batch)
             db.session.commit()

@@ -99,13 +99,8 @@ def database_url(tmp_path, postgres_database) -> str:
 def app(tmp_path, redis_server, postgres_database):
     """The app on a fresh database (every table empty but the settings row) and an empty Redis."""
     app = create_app(_app_config(database_url(tmp_path, postgres_database), redis_server, bool(postgres_database)))
-    Redis.from_url(redis_server).flushall()
     with app.app_context():
-        _fresh_schema(postgres_database)
-        from webapp.settings import SiteSettings
-
-        SiteSettings.get()
-        _db.session.commit()
+        _fresh_start(redis_server, postgres_database)
         yield app
         _db.session.remove()
         _db.engine.dispose()
@@ -135,13 +130,8 @@ def shared_app(tmp_path_factory, redis_server, postgres_database):
     per case was three quarters of the matrices' time)."""
     url = postgres_database or f"sqlite:///{tmp_path_factory.mktemp('shared') / 'spacemail.db'}"
     app = create_app(_app_config(url, redis_server, bool(postgres_database)))
-    Redis.from_url(redis_server).flushall()
     with app.app_context():
-        _fresh_schema(postgres_database)
-        from webapp.settings import SiteSettings
-
-        SiteSettings.get()
-        _db.session.commit()
+        _fresh_start(redis_server, postgres_database)
     yield app
     with app.app_context():
         _db.session.remove()
@@ -225,6 +215,16 @@ def _forget_caches() -> None:
 
     read_routes._RENDERED.clear()
     services._COUNTS.clear()
+
+
+def _fresh_start(redis_server: str, postgres_database) -> None:
+    """An empty Redis, and every table empty but the settings row (inside the app's context)."""
+    from webapp.settings import SiteSettings
+
+    Redis.from_url(redis_server).flushall()
+    _fresh_schema(postgres_database)
+    SiteSettings.get()
+    _db.session.commit()
 
 
 _postgres_schema_made = set()

@@ -1,4 +1,5 @@
 """Migrations: empty -> head with the real `flask db` commands, and no drift from the models."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -48,7 +49,9 @@ def test_sqlite_upgrade_from_empty_to_head(tmp_path):
     check_upgrade_and_drift(f"sqlite:///{tmp_path / 'migrate.db'}", tmp_path)
 
 
-def test_postgresql_upgrade_from_empty_to_head(tmp_path):
+@contextlib.contextmanager
+def scratch_database():
+    """The URL of a new, empty PostgreSQL database, dropped afterwards (skips when none answers)."""
     server = postgres_server_url()
     if server is None:
         pytest.skip("no PostgreSQL answers (set SPACEMAIL_TEST_POSTGRES_URL to test it)")
@@ -57,11 +60,16 @@ def test_postgresql_upgrade_from_empty_to_head(tmp_path):
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        check_upgrade_and_drift(server.rsplit("/", 1)[0] + "/" + name, tmp_path)
+        yield server.rsplit("/", 1)[0] + "/" + name
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_postgresql_upgrade_from_empty_to_head(tmp_path):
+    with scratch_database() as url:
+        check_upgrade_and_drift(url, tmp_path)
 
 
 def test_0012_rehashes_messages_to_their_canonical_key_without_merging_copies(app, db, make_user, tmp_path):
@@ -95,9 +103,6 @@ def test_0012_rehashes_messages_to_their_canonical_key_without_merging_copies(ap
 def test_0016_moves_postgresql_search_onto_the_message_row(tmp_path, redis_server):
     """An archive searched through the old search_messages table before 0016 is searched through the message row
     after it: the old table is gone, a word with diacritics still finds its mail, and new mail is indexed too."""
-    server = postgres_server_url()
-    if server is None:
-        pytest.skip("no PostgreSQL answers (set SPACEMAIL_TEST_POSTGRES_URL to test it)")
     from datetime import datetime, timezone
 
     from webapp import create_app
@@ -107,15 +112,11 @@ def test_0016_moves_postgresql_search_onto_the_message_row(tmp_path, redis_serve
     from webapp.extensions import db
     from webapp.spaces.services import create_site_space
 
-    name = f"spacemail_migrate_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = server.rsplit("/", 1)[0] + "/" + name
-    try:
+    with scratch_database() as url:
         assert flask(["db", "upgrade", "0015"], url, tmp_path).returncode == 0
-        app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "t", "REDIS_URL": redis_server,
-                          "ENCRYPTION_KEYS": [TEST_KEY], "PASSWORD_HASH_METHOD": "scrypt:1024:8:1"})
+        app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "t",
+                          "REDIS_URL": redis_server, "ENCRYPTION_KEYS": [TEST_KEY],
+                          "PASSWORD_HASH_METHOD": "scrypt:1024:8:1"})
         with app.app_context():
             space = create_site_space(create_user("ann", "ann@example.org", "Ann", "a long password 1"), "T", "T")
             old = Message(space_id=space.id, sha256="x" * 64, size=10, subject="Réunion du Büro",
@@ -141,7 +142,3 @@ def test_0016_moves_postgresql_search_onto_the_message_row(tmp_path, redis_serve
             assert [h.message_id for h in search.search(space_id, "cafe")] == [new_id, old_id]
             db.session.remove()
             db.engine.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
