@@ -48,8 +48,10 @@ def _server(postgres_url: str) -> str:
     return postgres_url.rsplit("/", 1)[0]
 
 
-def archives(n: int, seed: int, postgres_server: str | None, small: int = 1000) -> tuple[str, str | None, dict]:
-    """(SQLite URL, PostgreSQL URL or None, how it was built): built now unless kept from an earlier run."""
+def archives(n: int, seed: int, postgres_server: str | None, small: int = 1000,
+             sqlite: bool = True) -> tuple[str | None, str | None, dict]:
+    """(SQLite URL or None, PostgreSQL URL or None, how it was built): built now unless kept from an earlier run.
+    A million messages take about 32 GB on SQLite and 18 GB on PostgreSQL (raw bytes, text, index)."""
     name = key(n, seed, small)
     path = cache_dir() / f"archive_{name}.db"
     manifest = cache_dir() / f"archive_{name}.json"
@@ -57,18 +59,19 @@ def archives(n: int, seed: int, postgres_server: str | None, small: int = 1000) 
     # reuses nor drops this one's database.
     pg_name = f"bench_cache_{_folder_tag()}_{name}"[:63]
     pg_url = f"{postgres_server}/{pg_name}" if postgres_server else None
-    if manifest.exists() and path.exists() and (pg_url is None or _pg_exists(postgres_server, pg_name)):
+    sqlite_url = f"sqlite:///{path}" if sqlite else None
+    if manifest.exists() and (not sqlite or path.exists()) and (pg_url is None or _pg_exists(postgres_server, pg_name)):
         info = json.loads(manifest.read_text())
-        if pg_url is None or info.get("postgres"):
-            say(f"  kept from an earlier run: {path.name}" + (f" and {pg_name}" if pg_url else ""))
-            return f"sqlite:///{path}", pg_url, {**info, "kept": True}
+        if (pg_url is None or info.get("postgres")) and (not sqlite or info.get("sqlite", True)):
+            say(f"  kept from an earlier run: {name}")
+            return sqlite_url, pg_url, {**info, "kept": True}
     for old in cache_dir().glob("archive_*"):  # one size at a time: they are large
         old.unlink()
     if pg_url:
         _pg_recreate(postgres_server, pg_name, f"bench_cache_{_folder_tag()}_")
-    info = build(f"sqlite:///{path}", pg_url, n, seed, small)
+    info = build(sqlite_url, pg_url, n, seed, small)
     manifest.write_text(json.dumps(info))
-    return f"sqlite:///{path}", pg_url, {**info, "kept": False}
+    return sqlite_url, pg_url, {**info, "kept": False}
 
 
 def _pg_exists(server: str, name: str) -> bool:
@@ -132,10 +135,13 @@ class _Writer:
                                                         MessageRef.__table__, Thread.__table__)}
         with app.app_context():
             self.dialect = db.engine.dialect
+            db.engine.dispose()  # leaving WAL mode (below) needs the file to itself
         self.sqlite = url.startswith("sqlite")
         if self.sqlite:
             self.conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
-            self.conn.execute("PRAGMA journal_mode=WAL")
+            # No journal while loading a throwaway archive: in WAL mode the one big transaction kept every page in
+            # the WAL (34 GB at a million) and its checkpoint needed as much again.
+            self.conn.execute("PRAGMA journal_mode=OFF")
             self.conn.execute("PRAGMA synchronous=OFF")
             self.conn.execute("PRAGMA foreign_keys=OFF")
             self.conn.execute("BEGIN")
@@ -203,7 +209,6 @@ class _Writer:
                 self.conn.execute(sql)
             self.conn.execute("COMMIT")
             self.conn.execute("ANALYZE")
-            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         else:
             self.conn.execute("SET maintenance_work_mem = '1GB'")
             for sql in self.indexes:
@@ -232,15 +237,16 @@ def _small_spaces(app) -> dict[str, int]:
         return ids
 
 
-def build(sqlite_url: str, postgres_url: str | None, n: int, seed: int, small: int) -> dict:
-    """Both archives, from one parse of the corpus. Returns how long it took."""
+def build(sqlite_url: str | None, postgres_url: str | None, n: int, seed: int, small: int) -> dict:
+    """Both archives (or either), from one parse of the corpus. Returns how long it took."""
     from webapp.archive import ingest, search
 
     started = time.perf_counter()
-    path = Path(sqlite_url.removeprefix("sqlite:///"))
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    apps = [make_app(sqlite_url)] + ([make_app(postgres_url)] if postgres_url else [])
+    if sqlite_url:
+        path = Path(sqlite_url.removeprefix("sqlite:///"))
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    apps = ([make_app(sqlite_url)] if sqlite_url else []) + ([make_app(postgres_url)] if postgres_url else [])
     space_ids = [_small_spaces(app) for app in apps]
     assert all(ids == space_ids[0] for ids in space_ids)
     space_ids = space_ids[0]
@@ -316,6 +322,7 @@ def build(sqlite_url: str, postgres_url: str | None, n: int, seed: int, small: i
     say(f"  loaded {total:,} messages in {seconds / 60:.1f} minutes")
     rare = min(codenames, key=lambda code: (codenames[code], code)).decode() if codenames else None
     return {"messages": total, "big_space": n, "seconds": round(seconds), "postgres": bool(postgres_url),
+            "sqlite": bool(sqlite_url),
             "threads": thread_id, "rare": rare}
 
 
@@ -383,4 +390,5 @@ if __name__ == "__main__":
 
     pg = Urls().postgres("bulk_probe")
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
-    print(archives(n, 7, _server(pg) if pg else None, small=int(sys.argv[2]) if len(sys.argv) > 2 else 100))
+    print(archives(n, 7, _server(pg) if pg else None, small=int(sys.argv[2]) if len(sys.argv) > 2 else 100,
+                   sqlite="--postgres-only" not in sys.argv))

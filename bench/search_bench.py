@@ -221,7 +221,7 @@ def page_results(samples, n: int) -> list[Result]:
     return results
 
 
-def large(n: int, seed: int, reps: int, urls, small: int = 1000) -> list[Result]:
+def large(n: int, seed: int, reps: int, urls, small: int = 1000, sqlite: bool = True) -> list[Result]:
     """B8 at `n` messages (one space of n, nine of `small`), SQLite and PostgreSQL side by side: searches and the
     Mail tab's pages, on archives made by bench/bulk.py (kept between runs)."""
     import bulk
@@ -230,12 +230,12 @@ def large(n: int, seed: int, reps: int, urls, small: int = 1000) -> list[Result]
     pg = urls.postgres("b8_probe")
     server = pg.rsplit("/", 1)[0] if pg else None
     say(f"B8: archives of {n:,} messages (+{9 * small:,} in nine small spaces), SQLite and PostgreSQL")
-    sqlite_url, pg_url, info = bulk.archives(n, seed, server, small)
+    sqlite_url, pg_url, info = bulk.archives(n, seed, server, small, sqlite=sqlite)
     RARE["word"] = info["rare"]
     built = ("kept from an earlier run, " if info.get("kept") else "") + (
         f"bulk-loaded in {info['seconds'] / 60:.0f} minutes")
     results = []
-    engines = [("SQLite", sqlite_url)] + ([("PostgreSQL", pg_url)] if pg_url else [])
+    engines = ([("SQLite", sqlite_url)] if sqlite_url else []) + ([("PostgreSQL", pg_url)] if pg_url else [])
     measured = {}
     for engine, url in engines:
         say(f"B8: searches and pages at {n:,} ({engine})")

@@ -42,6 +42,8 @@ def parse_args(argv=None):
                         help="B8's large archive, bulk-loaded and kept between runs (default 1,000,000; 50,000 with "
                              "--quick)")
     parser.add_argument("--large-small", type=int, default=1000, help="messages in each of B8's nine small spaces")
+    parser.add_argument("--large-postgres-only", action="store_true",
+                        help="B8's large archive on PostgreSQL only (both need ~50 GB of disk at a million)")
     parser.add_argument("--scale", help="B9's ACCOUNTS,MESSAGES,MAILS (default 40,1000,20000; 8,200,2000 with --quick)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each timed step (at least 3 for the docs)")
     parser.add_argument("--reps", type=int, default=30, help="timed repetitions of each query and page")
@@ -93,7 +95,8 @@ def main(argv=None) -> int:
     if "search" in parts:
         done(search_bench.run(args.search_messages, args.seed, args.reps, urls, args.wrk_seconds, args.runs))
     if "large" in parts:
-        done(search_bench.large(args.large_messages, args.seed, args.reps, urls, args.large_small))
+        done(search_bench.large(args.large_messages, args.seed, args.reps, urls, args.large_small,
+                                sqlite=not args.large_postgres_only))
     if "notify" in parts:
         done(notify_bench.run(args.watchers, args.runs))
     if "scale" in parts and not args.no_postgres:
