@@ -80,6 +80,8 @@ def upgrade():
                      [{"id": i, "v": _vector(s, f"{n} {a}", b)} for i, s, n, a, b in rows])
         last = rows[-1][0]
     op.execute("CREATE INDEX IF NOT EXISTS search_archive_vector ON archive_messages USING GIN (search_vector)")
+    op.execute("ALTER TABLE archive_messages ALTER COLUMN search_vector SET STATISTICS 1000")
+    op.execute("ANALYZE archive_messages")
     op.execute("DROP TABLE IF EXISTS search_messages")
 
 
