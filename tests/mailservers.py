@@ -108,7 +108,10 @@ class Dovecot:
     def _own(self, path: Path) -> None:
         if os.getuid() == 0:
             for p in [path, *path.rglob("*")]:
-                os.chown(p, self.uid, self.gid)
+                try:
+                    os.chown(p, self.uid, self.gid)
+                except FileNotFoundError:  # Dovecot moved it from new/ to cur/ meanwhile (a client opened the box)
+                    pass
 
     def end_sessions(self, username: str) -> int:
         """Kill this Dovecot's IMAP and POP3 processes serving `username`, as a server ending a session does
