@@ -274,7 +274,7 @@ class Client(FlaskClient):
         if csrf:
             data.setdefault("csrf_token", self.csrf_token())
         response = super().post(*args, data=data, **kwargs)
-        if args and str(args[0]).startswith(("/login", "/setup", "/logout")):
+        if args and str(args[0]).startswith(("/login", "/setup", "/logout", "/invite")):
             self.token = None  # signing in or out starts a new session, with a new CSRF token
         return response
 

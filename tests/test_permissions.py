@@ -2,6 +2,7 @@
 
 A route added later without a row here fails test_every_route_has_a_row.
 """
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -14,7 +15,7 @@ from webapp.archive.services import AccountData, create_account
 from webapp.content.services import create_page, edit_page
 from webapp.extensions import db as db_ext
 from webapp.jobs import JobRun
-from webapp.auth.models import UserSession
+from webapp.auth.models import AccountLink, UserSession
 from webapp.notify.models import ContentEvent, Watch
 from webapp.notify.watches import unwatch_token
 from webapp.oauth.models import OAuthProvider
@@ -60,6 +61,19 @@ MATRIX = [
     ("auth.end_session", "POST", {"session_id": "viewer_session"}, {},
      expect(user=404, other_admin=404, space_admin=404, sysadmin=404)),
     ("auth.end_all_sessions", "POST", {}, {}, expect(*[LOGIN] * 6)),
+    # Mailed links: a wrong secret is 410 for everyone (signed in or not); asking for a reset link is public.
+    ("auth.invitation_link", "GET", {"token": "x" * 43}, None, expect(*[410] * 6)),
+    ("auth.accept_invitation", "GET", {}, None, expect(*[410] * 6)),
+    ("auth.accept_invitation", "POST", {}, {}, expect(*[410] * 6)),
+    ("auth.forgot_password", "GET", {}, None, PUBLIC),
+    ("auth.forgot_password", "POST", {}, {}, PUBLIC),
+    ("auth.reset_link", "GET", {"token": "x" * 43}, None, expect(*[410] * 6)),
+    ("auth.reset_password", "GET", {}, None, expect(*[410] * 6)),
+    ("auth.reset_password", "POST", {}, {}, expect(*[410] * 6)),
+    ("auth.email_link", "GET", {"token": "x" * 43}, None, expect(*[410] * 6)),
+    ("auth.confirm_email", "GET", {}, None, expect(*[410] * 6)),
+    ("auth.confirm_email", "POST", {}, {}, expect(*[410] * 6)),
+    ("auth.cancel_email_change", "POST", {}, {}, SIGNED_IN),
     ("spaces.index", "GET", {}, None, SIGNED_IN),
     ("spaces.directory", "GET", {}, None, SIGNED_IN),
     ("spaces.new_space", "GET", {}, None, expect(user=403, viewer=403, other_admin=403, space_admin=403)),
@@ -76,12 +90,24 @@ MATRIX = [
     ("spaces.change_role", "POST", {"key": "OTHER", "role_id": "victim_role"}, {"role": "edit"},
      expect(user=403, viewer=403, other_admin=404, space_admin=403, sysadmin=404)),
     ("spaces.remove_role", "POST", {"key": "TEAM", "role_id": "victim_role"}, {}, SPACE_ADMIN),
+    # Inviting to a space: its admins when the site allows it (here it does not), system admins always.
+    ("spaces.invite", "POST", {"key": "TEAM"}, {}, ADMIN_ONLY),
+    ("spaces.invitation_action", "POST", {"key": "TEAM", "link_id": "invitation", "action": "resend"}, {}, ADMIN_ONLY),
+    ("spaces.invitation_action", "POST", {"key": "TEAM", "link_id": "invitation", "action": "revoke"}, {}, ADMIN_ONLY),
+    ("spaces.invitation_action", "POST", {"key": "OTHER", "link_id": "invitation", "action": "revoke"}, {},
+     expect(user=403, viewer=403, other_admin=403, space_admin=403, sysadmin=404)),
     ("admin.index", "GET", {}, None, ADMIN_ONLY),
     ("admin.users", "GET", {}, None, ADMIN_ONLY),
     ("admin.new_user", "GET", {}, None, ADMIN_ONLY),
     ("admin.new_user", "POST", {}, {}, ADMIN_ONLY),
     ("admin.set_user_flag", "POST", {"user_id": "victim", "flag": "active"}, {"value": "on"}, ADMIN_ONLY),
     ("admin.end_user_sessions", "POST", {"user_id": "victim"}, {}, ADMIN_ONLY),
+    ("admin.edit_user", "GET", {"user_id": "victim"}, None, ADMIN_ONLY),
+    ("admin.edit_user", "POST", {"user_id": "victim"}, {}, ADMIN_ONLY),
+    ("admin.send_reset", "POST", {"user_id": "victim"}, {}, ADMIN_ONLY),
+    ("admin.invite", "POST", {}, {}, ADMIN_ONLY),
+    ("admin.invitation_action", "POST", {"link_id": "invitation", "action": "resend"}, {}, ADMIN_ONLY),
+    ("admin.invitation_action", "POST", {"link_id": "invitation", "action": "revoke"}, {}, ADMIN_ONLY),
     ("admin.failed_event", "POST", {"event_id": "event", "action": "retry"}, {}, ADMIN_ONLY),
     ("admin.failed_event", "POST", {"event_id": "event", "action": "discard"}, {}, ADMIN_ONLY),
     ("admin.apps", "GET", {}, None, ADMIN_ONLY),
@@ -263,13 +289,16 @@ def build_world(db, make_user):
                              authorization_endpoint="https://idp.example.com/auth",
                              token_endpoint="https://idp.example.com/token")
     db.session.add(provider)
+    invitation = AccountLink(kind="invite", token_hash="1" * 64, email="guest@example.org", space_id=team.id,
+                             role=VIEW, invited_by_id=people["sysadmin"].id, expires_at=utcnow() + timedelta(days=7))
+    db.session.add(invitation)
     db.session.commit()
     ids = {"victim_role": victim_role.id, "victim": people["victim"].id, "job": run.id, "account": account.id,
            "connection_test": test_run.id, "message": message_id, "attachment": 3,
            "thread": db.session.get(Message, message_id).thread_id, "trashed": trashed_id,
            "smtp_server": server.id, "smtp_test": smtp_test.id, "outbound_mail": mail.id,
            "page": page.id, "watch": watch.id, "unwatch_token": unwatch_token(watch),
-           "viewer_session": viewer_session.id, "provider": provider.id, "event": db.session.scalar(db.select(ContentEvent.id).limit(1))}
+           "viewer_session": viewer_session.id, "provider": provider.id, "invitation": invitation.id, "event": db.session.scalar(db.select(ContentEvent.id).limit(1))}
     return SimpleNamespace(people=people, ids=ids)
 
 

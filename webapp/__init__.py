@@ -17,7 +17,7 @@ from webapp.security import SecretBox, set_security_headers
 
 # Each blueprint package and the modules holding its views. The packages do not import their views themselves:
 # that made every model import run the routes, and turned any import between two packages into a cycle.
-BLUEPRINTS = (("auth", ("routes",)), ("spaces", ("routes",)), ("admin", ("routes",)),
+BLUEPRINTS = (("auth", ("routes", "link_routes")), ("spaces", ("routes",)), ("admin", ("routes",)),
               ("archive", ("routes", "read_routes")), ("outgoing", ("routes",)), ("content", ("routes",)),
               ("notify", ("routes",)), ("oauth", ("routes",)))
 

@@ -64,6 +64,11 @@ class Config:
         self.SIGNIN_ACCOUNT_LIMITS = _env("SIGNIN_ACCOUNT_LIMITS", "5 per minute; 10 per 15 minutes; 30 per day")
         self.SIGNIN_ADDRESS_LIMITS = _env("SIGNIN_ADDRESS_LIMITS", "20 per minute; 100 per hour")
         self.SIGNIN_SLOW_DOWN_SECONDS = float(_env("SIGNIN_SLOW_DOWN_SECONDS", "0.5"))
+        # Mailed single-use links: an invitation, "Forgot password?", a reset an admin sends, a new address.
+        self.INVITATION_DAYS = int(_env("INVITATION_DAYS", "7"))
+        self.PASSWORD_RESET_MINUTES = int(_env("PASSWORD_RESET_MINUTES", "60"))
+        self.ADMIN_RESET_HOURS = int(_env("ADMIN_RESET_HOURS", "72"))
+        self.EMAIL_CONFIRM_HOURS = int(_env("EMAIL_CONFIRM_HOURS", "24"))
         self.WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
         self.TESTING = False
         # werkzeug's scrypt; tests lower the cost (same code path, fewer rounds).

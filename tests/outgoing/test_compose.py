@@ -25,8 +25,8 @@ def profile(**overrides) -> SmtpProfile:
 
 
 def mail(subject="Hello", body="Body", html=None, headers=None):
-    return SimpleNamespace(recipient="reader@example.org", subject=subject, body_text=body, body_html=html,
-                           headers=headers or {}, message_id="<1.spacemail@spacemail.test>")
+    return SimpleNamespace(kind="notification", recipient="reader@example.org", subject=subject, body_text=body,
+                           body_html=html, headers=headers or {}, message_id="<1.spacemail@spacemail.test>")
 
 
 def rfc2047_address(raw: str) -> tuple[str, str]:

@@ -38,6 +38,9 @@ class SiteSettingsForm(FlaskForm):
         "Combine one person's edits to a page within (minutes)", default=10,
         description="Their notification waits this long and then covers every edit; 0 sends each edit at once.",
         validators=[InputRequired(message="Enter a number of minutes."), NumberRange(0, 1440, "Choose 0 to 1440.")])
+    space_admins_invite = BooleanField("Space admins may invite people by email to their spaces",
+                                       description="System administrators always may; invited people get the role "
+                                                   "the invitation names in that space.")
     daily_report_hour = SelectField("Daily report at", choices=[SelectChoice(h, f"{h:02d}:00") for h in range(24)],
                                     coerce=int, default=8, description="In the site's time zone.")
     submit = SubmitField("Save settings")
@@ -45,3 +48,14 @@ class SiteSettingsForm(FlaskForm):
 
 class ToggleForm(FlaskForm):
     """An empty form: only the CSRF token, for the in-place switches."""
+
+
+class InviteForm(FlaskForm):
+    email = PersonFields.email
+    is_admin = BooleanField("System administrator")
+    can_create_spaces = BooleanField("May create site spaces")
+    submit = SubmitField("Send invitation")
+
+
+class EditUserForm(PersonFields):
+    submit = SubmitField("Save")

@@ -1,21 +1,25 @@
 """System administration: users, apps, general settings, workers."""
-from flask import flash, redirect, render_template, url_for
+from flask import abort, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user
 from rq import Worker
 
 from webapp import health
 from webapp.admin import bp, services
-from webapp.admin.forms import NewUserForm, SiteSettingsForm, ToggleForm
+from webapp.admin.forms import EditUserForm, InviteForm, NewUserForm, SiteSettingsForm, ToggleForm
 from webapp.archive.forms import MailArchivingSettingsForm
 from webapp.settings import SiteSettings
+from webapp.spaces.models import ROLE_LABELS
 from webapp.auth.models import User
-from webapp.auth.services import AuthError, create_user
+from webapp.auth import links
+from webapp.auth.services import AuthError, create_user, update_person
 from webapp.decorators import admin_required
 from webapp.extensions import db
 from webapp.htmx import is_htmx, page_or_partial, partial, wanted_on
 from webapp.jobs import WORKER_CHECK, JobRun, get_queue, redis_connection, start_job
 from webapp.notify import fanout
 from webapp.notify.models import ContentEvent
+from webapp.outgoing.servers import default_key
+from webapp.timeutil import utcnow
 
 USER_FLAGS = {
     "active": lambda actor, user, on: services.set_active(actor, user, on),
@@ -33,7 +37,86 @@ def index():
 @bp.route("/users")
 @admin_required
 def users():
-    return render_template("admin/users.html", users=services.list_users())
+    return _users_page(InviteForm(formdata=None))
+
+
+def _users_page(invite_form, status=200):
+    return render_template("admin/users.html", users=services.list_users(), invite_form=invite_form,
+                           invitations=links.pending_invitations(), now=utcnow(), show_space=True,
+                           role_labels=ROLE_LABELS,
+                           invitation_url=lambda link, action: url_for("admin.invitation_action", link_id=link.id,
+                                                                       action=action),
+                           no_mail_server=default_key() is None), status
+
+
+@bp.route("/invitations", methods=["POST"])
+@admin_required
+def invite():
+    form = InviteForm()
+    if form.validate_on_submit():
+        try:
+            links.invite(current_user, form.email.data, is_admin=form.is_admin.data,
+                         can_create_spaces=form.can_create_spaces.data)
+        except AuthError as exc:
+            db.session.rollback()
+            form.email.errors.append(str(exc))
+        else:
+            db.session.commit()
+            flash(f"Invitation sent to {form.email.data}: the link works for "
+                  f"{current_app.config['INVITATION_DAYS']} days.", "success")
+            return redirect(url_for("admin.users") + "#invitations")
+    return _users_page(form)
+
+
+@bp.route("/invitations/<int:link_id>/<any(resend, revoke):action>", methods=["POST"])
+@admin_required
+def invitation_action(link_id, action):
+    link = links.invitation_of(link_id)
+    if link is None:
+        abort(404)
+    if ToggleForm().validate_on_submit():
+        if action == "resend":
+            links.resend(link, current_user)
+        else:
+            links.revoke(link)
+        db.session.commit()
+        flash(f"Invitation to {link.email} sent again with a new link." if action == "resend" else
+              f"Invitation to {link.email} withdrawn: its link no longer works.", "success")
+    return redirect(url_for("admin.users") + "#invitations")
+
+
+@bp.route("/users/<int:user_id>/edit", methods=["GET", "POST"])
+@admin_required
+def edit_user(user_id):
+    user = db.get_or_404(User, user_id)
+    form = EditUserForm(obj=user)
+    if form.validate_on_submit():
+        try:
+            update_person(user, form.username.data, form.full_name.data, form.email.data)
+        except AuthError as exc:
+            db.session.rollback()
+            (form.email if "address" in str(exc) else form.username).errors.append(str(exc))
+        else:
+            db.session.commit()
+            flash(f"{user.full_name} saved.", "success")
+            return redirect(url_for("admin.users"))
+    return render_template("admin/edit_user.html", form=form, user=user, action_form=ToggleForm())
+
+
+@bp.route("/users/<int:user_id>/send-reset", methods=["POST"])
+@admin_required
+def send_reset(user_id):
+    user = db.get_or_404(User, user_id)
+    if ToggleForm().validate_on_submit():
+        if not user.active:
+            flash(f"{user.full_name}'s account is disabled: enable it first.", "error")
+        else:
+            links.send_reset(user, by_admin=True)
+            db.session.commit()
+            flash(f"A link to set a new password is on its way to {user.email} (valid "
+                  f"{current_app.config['ADMIN_RESET_HOURS']} hours). Their password works until they use it.",
+                  "success")
+    return redirect(url_for("admin.edit_user", user_id=user.id))
 
 
 @bp.route("/users/new", methods=["GET", "POST"])
@@ -125,7 +208,8 @@ def settings():
     form = SiteSettingsForm(obj=SiteSettings.get())
     if form.validate_on_submit():
         services.update_site_settings(form.site_title.data, form.base_url.data, form.time_zone.data,
-                                      form.notify_coalesce_minutes.data, form.daily_report_hour.data)
+                                      form.notify_coalesce_minutes.data, form.daily_report_hour.data,
+                                      form.space_admins_invite.data)
         db.session.commit()
         flash("Settings saved.", "success")
         return redirect(url_for("admin.settings"))

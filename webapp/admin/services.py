@@ -56,8 +56,10 @@ def set_mail_archiving(enabled: bool) -> SiteSettings:
 
 
 def update_site_settings(site_title: str, base_url: str, time_zone: str, coalesce_minutes: int = 10,
-                         report_hour: int = 8) -> None:
+                         report_hour: int = 8, space_admins_invite: bool | None = None) -> None:
     settings = SiteSettings.get()
+    if space_admins_invite is not None:
+        settings.space_admins_invite = space_admins_invite
     settings.site_title, settings.base_url, settings.time_zone = site_title, base_url or "", time_zone
     settings.notify_coalesce_minutes, settings.daily_report_hour = coalesce_minutes, report_hour
 

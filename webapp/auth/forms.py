@@ -40,9 +40,13 @@ class PersonFields(FlaskForm):
     )
 
 
+PASSWORD_RULE = "At least 10 characters (up to 256); a few words make a good one."
+
+
 def new_password_field(label: str = "Password") -> PasswordField:
     return PasswordField(
-        label, validators=[InputRequired(), Length(min=10, max=256, message="Use 10 to 256 characters.")]
+        label, description=PASSWORD_RULE,
+        validators=[InputRequired(), Length(min=10, max=256, message="Use 10 to 256 characters.")]
     )
 
 
@@ -75,3 +79,24 @@ class ChangePasswordForm(FlaskForm):
     password = new_password_field("New password")
     confirm = confirm_field()
     submit = SubmitField("Change password")
+
+
+class AcceptInviteForm(NewPasswordFields):
+    username = PersonFields.username
+    full_name = PersonFields.full_name
+    submit = SubmitField("Create my account")
+
+
+class ForgotPasswordForm(FlaskForm):
+    login = StringField("Username or email", validators=[InputRequired(), Length(max=254)], filters=[strip])
+    submit = SubmitField("Send me a link")
+
+
+class ResetPasswordForm(NewPasswordFields):
+    password = new_password_field("New password")
+    submit = SubmitField("Set password")
+
+
+class ConfirmForm(FlaskForm):
+    """Only the CSRF token: a link's action is a POST, so a mail scanner opening the link changes nothing."""
+    submit = SubmitField("Confirm")

@@ -4,7 +4,7 @@ from datetime import datetime
 from flask import current_app
 from flask_login import UserMixin
 from sqlalchemy import ForeignKey
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.extensions import db
@@ -72,3 +72,34 @@ class UserSession(db.Model):
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     user_agent: Mapped[str] = mapped_column(db.String(300), default="")
     address: Mapped[str] = mapped_column(db.String(64), default="")
+
+
+INVITE, RESET, EMAIL = "invite", "reset", "email"
+
+
+class AccountLink(db.Model):
+    """A single-use link mailed to one address: an invitation, a password reset, or the confirmation of a new email
+    address. Only a hash of its secret is kept; using, resending or revoking it ends the link it was."""
+
+    __tablename__ = "account_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(db.String(10), index=True)  # invite, reset, email
+    token_hash: Mapped[str] = mapped_column(db.String(64), unique=True)
+    email: Mapped[str] = mapped_column(db.String(254))  # where the link was sent
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    invited_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # An invitation may come with a role in one space (a space admin's invitation always does).
+    space_id: Mapped[int | None] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str | None] = mapped_column(db.String(10))
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    can_create_spaces: Mapped[bool] = mapped_column(default=False)
+    sent_count: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    invited_by: Mapped[User | None] = relationship(foreign_keys=[invited_by_id])
+    user: Mapped[User | None] = relationship(foreign_keys=[user_id])

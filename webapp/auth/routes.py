@@ -3,8 +3,8 @@ from flask import abort, flash, redirect, render_template, request, session, url
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 
-from webapp.auth import bp, services, sessions
-from webapp.auth.forms import ChangePasswordForm, LoginForm, ProfileForm, SetupForm
+from webapp.auth import bp, links, services, sessions
+from webapp.auth.forms import ChangePasswordForm, ConfirmForm, LoginForm, ProfileForm, SetupForm
 from webapp.auth.models import UserSession
 from webapp.auth.throttle import Throttle, refusal
 from webapp.extensions import db
@@ -95,15 +95,35 @@ def profile():
     password_form = ChangePasswordForm(formdata=None)
     if form.validate_on_submit():
         try:
-            services.update_profile(current_user, form.full_name.data, form.email.data, form.time_zone.data)
+            changed = form.email.data != current_user.email
+            if changed:
+                links.request_email_change(current_user, form.email.data)
+            services.update_profile(current_user, form.full_name.data, form.time_zone.data)
         except services.AuthError as exc:
+            db.session.rollback()
             form.email.errors.append(str(exc))
         else:
             db.session.commit()
-            flash("Profile saved.", "success")
+            flash(f"Profile saved. We sent a link to {form.email.data}: your address changes when you open it."
+                  if changed else "Profile saved.", "success")
             return redirect(url_for("auth.profile"))
+    return _profile_page(form, password_form)
+
+
+def _profile_page(form, password_form, status=200):
     return render_template("auth/profile.html", form=form, password_form=password_form,
-                           sessions=sessions.sessions_of(current_user), this=sessions.current())
+                           pending_email=links.pending_email(current_user),
+                           sessions=sessions.sessions_of(current_user), this=sessions.current()), status
+
+
+@bp.route("/profile/email/cancel", methods=["POST"])
+@login_required
+def cancel_email_change():
+    if ConfirmForm().validate_on_submit():
+        links.cancel_email_change(current_user)
+        db.session.commit()
+        flash("The change of address is cancelled: the link sent to the new address no longer works.", "info")
+    return redirect(url_for("auth.profile"))
 
 
 @bp.route("/profile/password", methods=["POST"])
@@ -130,8 +150,7 @@ def change_password():
             flash("Password changed." + (f" {ended} other session{'s' if ended != 1 else ''} signed out."
                                          if ended else ""), "success")
             return redirect(url_for("auth.profile"))
-    return render_template("auth/profile.html", form=form, password_form=password_form,
-                           sessions=sessions.sessions_of(current_user), this=sessions.current()), status
+    return _profile_page(form, password_form, status)
 
 
 @bp.route("/profile/sessions/<int:session_id>/end", methods=["POST"])

@@ -60,11 +60,18 @@ def change_password(user: User, current: str, new: str) -> None:
     user.set_password(new)
 
 
-def update_profile(user: User, full_name: str, email: str, time_zone: str = "") -> None:
-    taken = db.session.scalar(select(User.id).where(User.email == email, User.id != user.id))
-    if taken:
+def update_profile(user: User, full_name: str, time_zone: str = "") -> None:
+    """Name and time zone; a new email address goes through links.request_email_change (confirmed first)."""
+    user.full_name, user.time_zone = full_name, time_zone
+
+
+def update_person(user: User, username: str, full_name: str, email: str) -> None:
+    """An administrator's edit of someone's account: takes effect at once."""
+    if db.session.scalar(select(User.id).where(User.username == username, User.id != user.id)):
+        raise AuthError("That username is taken.")
+    if db.session.scalar(select(User.id).where(User.email == email, User.id != user.id)):
         raise AuthError("Another person already uses that email address.")
-    user.full_name, user.email, user.time_zone = full_name, email, time_zone
+    user.username, user.full_name, user.email = username, full_name, email
 
 
 def _hash_token(token: str) -> str:

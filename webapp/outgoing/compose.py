@@ -14,7 +14,9 @@ from urllib.parse import urlsplit
 
 import css_inline
 
+from webapp.outgoing.models import SEALED_KINDS
 from webapp.outgoing.smtp import SmtpProfile, crlf
+from webapp.security import secret_box
 from webapp.timeutil import utcnow
 
 # Headers a queued mail may carry besides the ones built here (issue 6 adds List-*, threading).
@@ -85,9 +87,9 @@ def build(mail, profile: SmtpProfile, actor=None, site_name: str = "Spacemail") 
         value = clean_header_text((mail.headers or {}).get(name) or "", 900)
         if value:
             headers.append((name, _text_header(name, value)))
-    parts = [_text_part(normalize_body(mail.body_text), "plain")]
-    if mail.body_html:
-        html = mail.body_html
+    text, html = opened(mail)
+    parts = [_text_part(normalize_body(text), "plain")]
+    if html:
         if _STYLED.search(html):  # notifications arrive inlined already (once per event, not once per mail)
             html = inline_css(html)
         parts.append(_text_part(normalize_body(html), "html"))
@@ -103,6 +105,14 @@ def build(mail, profile: SmtpProfile, actor=None, site_name: str = "Spacemail") 
     data = _head(headers) + b"\r\n" + body
     _check_headers(data, [name for name, _value in headers])
     return profile.from_address, data
+
+
+def opened(mail) -> tuple[str, str | None]:
+    """The text and HTML bodies of a queued mail, decrypted when its kind keeps them sealed."""
+    if mail.kind in SEALED_KINDS:
+        box = secret_box()
+        return box.decrypt(mail.body_text), mail.body_html and box.decrypt(mail.body_html)
+    return mail.body_text, mail.body_html
 
 
 _STYLED = re.compile(r"<(style|link)\b", re.IGNORECASE)

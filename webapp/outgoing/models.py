@@ -15,6 +15,8 @@ REPLY_TO_POLICIES = {"none": "No Reply-To", "actor": "The person whose action ca
 DEFAULT_FROM_NAME = "${fullname} (Spacemail)"
 
 QUEUED, SENDING, SENT, FAILED = "queued", "sending", "sent", "failed"
+ACCOUNT = "account"  # invitations, password resets, address confirmations: their links are secrets
+SEALED_KINDS = frozenset({ACCOUNT})  # kinds whose bodies are kept encrypted in the queue
 
 
 class SmtpServer(SignIn, db.Model):

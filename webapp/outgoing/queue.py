@@ -10,7 +10,8 @@ from webapp.errors import UserError
 from webapp.extensions import db
 from webapp.jobs import DELIVER_DUE, enqueue_after_commit
 from webapp.outgoing.compose import message_id_host, new_message_id
-from webapp.outgoing.models import FAILED, QUEUED, SENDING, SENT, OutboundMail
+from webapp.outgoing.models import FAILED, QUEUED, SEALED_KINDS, SENDING, SENT, OutboundMail
+from webapp.security import secret_box
 from webapp.settings import base_url, retry_schedule
 from webapp.timeutil import utcnow
 
@@ -30,6 +31,9 @@ def queue_mail(recipient: str, subject: str, body_text: str, body_html: str | No
         recipient = validate_email(recipient, check_deliverability=False).normalized
     except EmailNotValidError as exc:
         raise QueueError(f"{recipient!r} is not a mail address: {exc}") from None
+    if kind in SEALED_KINDS:  # a link that signs someone in is a secret: encrypted at rest like the others
+        box = secret_box()
+        body_text, body_html = box.encrypt(body_text), body_html and box.encrypt(body_html)
     mail = OutboundMail(recipient=recipient, subject=subject, body_text=body_text, body_html=body_html,
                         actor_id=getattr(actor, "id", None), kind=kind, headers=headers or {},
                         server_key=server_key, message_id=new_message_id(message_id_host(base_url())),

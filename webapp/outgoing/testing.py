@@ -62,7 +62,7 @@ def run_test(run: JobRun) -> None:
                        "hint": "", "transcript": []}
         return
     session = SmtpSession(profile, record=True)
-    mail = SimpleNamespace(recipient=test.to_address, subject=test.subject, body_text=test.body,
+    mail = SimpleNamespace(kind="test", recipient=test.to_address, subject=test.subject, body_text=test.body,
                            body_html=_html(test.body), headers={},
                            message_id=compose.new_message_id(compose.message_id_host(base_url())))
     try:

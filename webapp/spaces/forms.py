@@ -4,6 +4,7 @@ from wtforms import BooleanField, SelectField, StringField, SubmitField, TextAre
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length, Regexp
 
+from webapp.auth.forms import PersonFields
 from webapp.formtools import no_control_chars, strip
 from webapp.spaces.models import ROLE_LABELS
 
@@ -42,3 +43,9 @@ class AddRoleForm(FlaskForm):
 
 class ChangeRoleForm(FlaskForm):
     role = SelectField("Role", choices=ROLE_CHOICES)
+
+
+class InviteToSpaceForm(FlaskForm):
+    email = PersonFields.email
+    role = SelectField("Role", choices=ROLE_CHOICES, default="view")
+    submit = SubmitField("Invite")

@@ -3,14 +3,18 @@ from flask import abort, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
-from webapp.auth.services import find_user
+from webapp.auth import links
+from webapp.auth.forms import ConfirmForm
+from webapp.auth.services import AuthError, find_user
 from webapp.extensions import db
 from webapp.htmx import is_htmx, page_or_partial, partial, switch_response, wanted_on
 from webapp.spaces import bp
 from webapp.spaces.access import role_in, space_for, visible_spaces
-from webapp.spaces.forms import AddRoleForm, ChangeRoleForm, NewSpaceForm, SpaceSettingsForm
+from webapp.settings import SiteSettings
+from webapp.spaces.forms import AddRoleForm, ChangeRoleForm, InviteToSpaceForm, NewSpaceForm, SpaceSettingsForm
 from webapp.spaces.models import ADMIN, ROLE_LABELS, SpaceRole
 from webapp.spaces.services import SpaceError, create_site_space, grant, revoke, roles_of, update_space
+from webapp.timeutil import utcnow
 
 
 @bp.route("/")
@@ -64,7 +68,8 @@ def settings(key):
     return render_template("spaces/settings.html", space=space, form=form)
 
 
-def _permissions(space, add_form=None, status=200):
+def _permissions(space, add_form=None, status=200, invite_form=None):
+    may_invite = _may_invite()
     return page_or_partial(
         "spaces/permissions.html",
         "spaces/_permissions.html",
@@ -73,7 +78,55 @@ def _permissions(space, add_form=None, status=200):
         roles=roles_of(space),
         add_form=add_form or AddRoleForm(formdata=None),
         role_labels=ROLE_LABELS,
+        may_invite=may_invite,
+        invite_form=invite_form or InviteToSpaceForm(formdata=None, prefix="invite"),
+        invitations=links.pending_invitations(space) if may_invite else [],
+        invitation_url=lambda link, action: url_for("spaces.invitation_action", key=space.key, link_id=link.id,
+                                                    action=action),
+        now=utcnow(),
     )
+
+
+def _may_invite() -> bool:
+    return current_user.is_admin or SiteSettings.get().space_admins_invite
+
+
+@bp.route("/spaces/<key>/permissions/invite", methods=["POST"])
+@login_required
+def invite(key):
+    space = space_for(key, ADMIN)
+    if not _may_invite():
+        abort(403)
+    form = InviteToSpaceForm(prefix="invite")
+    if form.validate_on_submit():
+        try:
+            links.invite(current_user, form.email.data, space=space, role=form.role.data)
+        except AuthError as exc:
+            db.session.rollback()
+            form.email.errors.append(str(exc))
+        else:
+            db.session.commit()
+            flash(f"Invitation sent to {form.email.data}: once they accept, they have the "
+                  f"{ROLE_LABELS[form.role.data]} role here.", "success")
+            return redirect(url_for("spaces.permissions", key=space.key) + "#invitations")
+    return _permissions(space, invite_form=form)
+
+
+@bp.route("/spaces/<key>/invitations/<int:link_id>/<any(resend, revoke):action>", methods=["POST"])
+@login_required
+def invitation_action(key, link_id, action):
+    space = space_for(key, ADMIN)
+    if not _may_invite():
+        abort(403)
+    link = links.invitation_of(link_id, space)
+    if link is None:
+        abort(404)
+    if ConfirmForm().validate_on_submit():
+        links.resend(link, current_user) if action == "resend" else links.revoke(link)
+        db.session.commit()
+        flash(f"Invitation to {link.email} sent again with a new link." if action == "resend" else
+              f"Invitation to {link.email} withdrawn.", "success")
+    return redirect(url_for("spaces.permissions", key=space.key) + "#invitations")
 
 
 @bp.route("/spaces/<key>/permissions", methods=["GET", "POST"])
