@@ -149,6 +149,9 @@ def _register_templates(app: Flask) -> None:
 
     app.jinja_env.filters["localtime"] = format_local
     app.jinja_env.filters["age"] = format_age
+    from webapp.archive.display import format_size
+
+    app.jinja_env.filters["filesize"] = format_size
     from webapp.notify.watches import is_watching, watcher_count
 
     app.jinja_env.globals["watching"] = lambda scope, space, page=None: is_watching(current_user, scope, space, page)

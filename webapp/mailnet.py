@@ -298,7 +298,8 @@ def resolve_allowed(host: str, port: int, allowlist: str) -> str:
     raise MailboxError(
         "host_not_allowed",
         f"The host {host} is not allowed: it is {why}, and mail servers must be public unless allowed. "
-        "A system administrator can allow this host or network under Administration › Mail archiving.",
+        "A system administrator can allow it in Administration › Manage apps › Mail archiving settings, under "
+        "\"Private hosts and networks mail accounts may reach\".",
     )
 
 

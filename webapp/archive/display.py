@@ -94,3 +94,15 @@ def text_to_html(text: str) -> Markup:
             out.append(rendered)
     flush()
     return Markup("\n".join(out))
+
+
+def format_size(size: int | None) -> str:
+    """A size as people read it: "312 bytes", "4.2 KB", "18 MB" (1 KB = 1,024 bytes)."""
+    size = int(size or 0)
+    if size < 1024:
+        return f"{size:,} byte{'' if size == 1 else 's'}"
+    for unit in ("KB", "MB", "GB"):
+        size /= 1024
+        if size < 1024 or unit == "GB":
+            return f"{size:.1f} {unit}" if size < 10 else f"{size:,.0f} {unit}"
+    return ""

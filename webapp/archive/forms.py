@@ -18,7 +18,7 @@ from webapp.oauth.forms import SignInFields
 class AccountForm(SignInFields, FlaskForm):
     name = StringField("Account name", validators=[InputRequired(), Length(max=100), no_control_chars],
                        filters=[strip])
-    description = TextAreaField("Description", validators=[Optional(), Length(max=1000)], filters=[strip])
+    description = TextAreaField("Description (optional)", validators=[Optional(), Length(max=1000)], filters=[strip])
     protocol = SelectField("Protocol", choices=[SelectChoice(k, v) for k, v in PROTOCOLS.items()], default="imaps")
     host = StringField("Hostname", validators=[InputRequired(), Length(max=253), no_line_breaks, hostname],
                        filters=[strip])

@@ -34,6 +34,12 @@ def _filters() -> reading.Filters:
                            order="relevance" if args.get("order") == "relevance" else "newest")
 
 
+def page_offset() -> int:
+    """How many items come before this page (the `n` of the pager's links), for "Messages 51-100"."""
+    value = request.args.get("n", "")
+    return min(int(value), 10**9) if value.isdigit() else 0
+
+
 def _message(space, message_id) -> Message:
     message = db.session.get(Message, message_id)
     if message is None or message.space_id != space.id or message.deleted_at is not None:
@@ -86,7 +92,8 @@ def _results(space, filters, view: str, before: str | None, stamp: tuple) -> Mar
     under the archive's stamp, because what a list shows changes only when mail arrives anywhere or goes to or
     from a trash. Nothing in it depends on the reader but their time zone. A minute bounds what SQLite's reuse
     of a purged newest id could otherwise bring back."""
-    key = (stamp, space.id, space.key, space.created_at, astuple(filters), view, before, reader_zone().key,
+    offset = page_offset()
+    key = (stamp, space.id, space.key, space.created_at, astuple(filters), view, before, offset, reader_zone().key,
            request.script_root)
     now = time.monotonic()
     with _RENDERED_LOCK:
@@ -94,12 +101,16 @@ def _results(space, filters, view: str, before: str | None, stamp: tuple) -> Mar
         if hit is not None and now - hit[1] < RENDERED_SECONDS:
             _RENDERED.move_to_end(key)
             return hit[0]
-    context = {"space": space, "filters": filters, "view": view, "threads": [], "messages": [], "snippets": {}}
+    context = {"space": space, "filters": filters, "view": view, "threads": [], "messages": [], "snippets": {},
+               "offset": offset, "page_size": reading.PAGE}
     cursor = reading.decode_cursor(before)
     if view == "threads":
         context["threads"], context["cursor"] = reading.threads(space.id, filters, cursor)
+        first = (context["threads"][0].last_date, context["threads"][0].id) if context["threads"] else None
     else:
         context["messages"], context["snippets"], context["cursor"] = reading.messages(space.id, filters, cursor)
+        first = (context["messages"][0].date, context["messages"][0].id) if context["messages"] else None
+    context["newer"] = reading.newer_cursor(space.id, filters, view, first) if cursor is not None else None
     rendered = Markup(render_template("archive/_mail_results.html", **context))
     with _RENDERED_LOCK:
         _RENDERED[key] = (rendered, now)

@@ -93,6 +93,32 @@ def messages(space_id: int, filters: Filters, before=None) -> tuple[list, dict, 
     return rows, snippets, cursor
 
 
+def newer_cursor(space_id: int, filters: Filters, view: str, first) -> str | None:
+    """The `before` cursor of the page just newer than one starting at `first` ((date, id)): "" for the first page,
+    None when there is nothing newer. Search pages go back to the newest instead (""): a search walks one way."""
+    if first is None:
+        return None
+    if filters.q:
+        return ""
+    if view == "threads":
+        query = select(Thread.last_date, Thread.id).where(Thread.space_id == space_id, Thread.message_count > 0)
+        if filters.sender or filters.month or filters.attachments:
+            query = query.where(Thread.id.in_(_message_filters(select(Message.thread_id), space_id, filters)))
+        key = tuple_(Thread.last_date, Thread.id)
+        order = (Thread.last_date.asc(), Thread.id.asc())
+    else:
+        query = _message_filters(select(Message.date, Message.id), space_id, filters)
+        key = tuple_(Message.date, Message.id)
+        order = (Message.date.asc(), Message.id.asc())
+    rows = list(db.session.execute(query.where(key > tuple_(*first)).order_by(*order).limit(PAGE + 1)))
+    if not rows:
+        return None
+    if len(rows) <= PAGE:
+        return ""
+    top = rows[PAGE - 1]  # the newer page starts here: everything up to and including it, newest first
+    return encode_cursor(top[0], top[1] + 1)
+
+
 def threads(space_id: int, filters: Filters, before=None) -> tuple[list[Thread], str | None]:
     """Threads newest activity first; filters pick threads holding a matching message."""
     query = select(Thread).where(Thread.space_id == space_id, Thread.message_count > 0)

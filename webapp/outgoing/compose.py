@@ -43,6 +43,30 @@ def clean_header_text(value: str, limit: int = 300) -> str:
     return " ".join(value.split())[:limit].replace("=?", "=\u2060?")
 
 
+FROM_VARIABLES = ("fullname", "email", "email.hostname")
+
+
+def _variables(template: str) -> list[str]:
+    return [m.group("named") or m.group("braced") for m in _FromTemplate.pattern.finditer(template or "")
+            if m.group("named") or m.group("braced")]
+
+
+def unknown_variables(template: str) -> list[str]:
+    """The ${names} (or $names) in a From-name template that are not one of FROM_VARIABLES; an unclosed "${" too."""
+    found = [name for name in dict.fromkeys(_variables(template)) if name not in FROM_VARIABLES]
+    return found + (["${"] if re.search(r"\$\{(?![_a-z][_a-z0-9]*(?:\.[_a-z][_a-z0-9]*)?\})", template or "") else [])
+
+
+def from_name_for(template: str, actor, site_name: str, from_address: str) -> str:
+    """An actor's mail: the template with their name. The site's own mail (reports, invitations, tests by no one):
+    the site's name alone when the template speaks of a person, so there is no "Team Hub via Team Hub"."""
+    if actor is not None:
+        return render_from_name(template, actor.full_name, actor.email)
+    if _variables(template):
+        return clean_header_text(site_name, 200)
+    return render_from_name(template, site_name, from_address)
+
+
 def render_from_name(template: str, fullname: str, email: str) -> str:
     """The display name of From: the admin's template with the three variables, made safe for a header."""
     values = {"fullname": clean_header_text(fullname), "email": clean_header_text(email),
@@ -70,9 +94,8 @@ def inline_css(html: str) -> str:
 
 def build(mail, profile: SmtpProfile, actor=None, site_name: str = "Spacemail") -> tuple[str, bytes]:
     """The envelope sender and the bytes of `mail` as sent through `profile`."""
-    fullname = actor.full_name if actor is not None else site_name
-    email = actor.email if actor is not None else profile.from_address
-    headers = [("From", _mailbox(render_from_name(profile.from_name, fullname, email), profile.from_address)),
+    from_name = from_name_for(profile.from_name, actor, site_name, profile.from_address)
+    headers = [("From", _mailbox(from_name, profile.from_address)),
                ("To", _mailbox("", mail.recipient))]
     reply_name, reply_address = parseaddr((mail.headers or {}).get("Reply-To") or "")
     if reply_address:  # a signed reply-by-email address wins over the server's policy

@@ -8,10 +8,19 @@ from wtforms.validators import Email, InputRequired, Length, NumberRange, Option
 
 from webapp.formtools import hostname, no_control_chars, no_line_breaks, pem_certificates, strip
 from webapp.oauth.forms import SignInFields
+from webapp.outgoing.compose import FROM_VARIABLES, unknown_variables
 from webapp.outgoing.models import DEFAULT_FROM_NAME, REPLY_TO_POLICIES, SECURITY
 from webapp.outgoing.servers import ServerData
 
 _ONE_LINE = [no_line_breaks, no_control_chars]
+
+
+def known_variables(form, field):
+    unknown = unknown_variables(field.data or "")
+    if unknown:
+        shown = ", ".join(name if name == "${" else "${" + name + "}" for name in unknown)
+        raise ValidationError(f"Unknown variable {shown}: the From name knows "
+                              + ", ".join("${" + v + "}" for v in FROM_VARIABLES) + ".")
 
 
 class ServerForm(SignInFields, FlaskForm):
@@ -24,7 +33,7 @@ class ServerForm(SignInFields, FlaskForm):
     from_name = StringField("From name", default=DEFAULT_FROM_NAME,
                             description="Variables: ${fullname}, ${email}, ${email.hostname} of the person whose "
                                         "action caused the mail.",
-                            validators=[Length(max=200), *_ONE_LINE], filters=[strip])
+                            validators=[Length(max=200), *_ONE_LINE, known_variables], filters=[strip])
     subject_prefix = StringField("Subject prefix", default="[Spacemail]", validators=[Length(max=100), *_ONE_LINE],
                                  filters=[strip])
     host = StringField("Hostname", validators=[InputRequired(message="Enter the SMTP server's hostname."),

@@ -55,10 +55,13 @@ def _form_page(form, server=None):
                            default_ports=DEFAULT_PORTS, grant=grant_of(server) if server else None, return_to=back)
 
 
-def _preview(template: str | None, address: str | None) -> str:
-    """The From header as the signed-in admin's own mail would carry it."""
-    name = compose.render_from_name(template or "", current_user.full_name, current_user.email)
-    return f"{name} <{compose.clean_header_text(address or 'address@example.org', 254)}>"
+def _preview(template: str | None, address: str | None) -> dict:
+    """The From header as the signed-in admin's own mail would carry it, and as the site's own mail would."""
+    address = compose.clean_header_text(address or "address@example.org", 254)
+    site_name = SiteSettings.get().site_title
+    return {"person": f"{compose.from_name_for(template or '', current_user, site_name, address)} <{address}>",
+            "site": f"{compose.from_name_for(template or '', None, site_name, address)} <{address}>",
+            "unknown": compose.unknown_variables(template or "")}
 
 
 @bp.route("/mail-servers/new", methods=["GET", "POST"])

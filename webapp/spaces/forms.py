@@ -14,7 +14,7 @@ ROLE_CHOICES = [SelectChoice(value, label) for value, label in ROLE_LABELS.items
 
 class SpaceFields(FlaskForm):
     name = StringField("Name", validators=[InputRequired(), Length(max=200), no_control_chars], filters=[strip])
-    description = TextAreaField("Description", validators=[Length(max=2000)], filters=[strip])
+    description = TextAreaField("Description (optional)", validators=[Length(max=2000)], filters=[strip])
 
 
 class NewSpaceForm(SpaceFields):

@@ -1,0 +1,109 @@
+"""The rough edges a new user met in the first hour, one assertion each (issue 18); the browser ones are in
+tests/e2e/test_rough_edges_journey.py."""
+import re
+
+import pytest
+
+from tests.archive.helpers import message as make_message
+from tests.outgoing.helpers import add_server
+from webapp.archive import ingest
+from webapp.archive.display import format_size
+from webapp.spaces.models import VIEW, SpaceRole
+from webapp.spaces.services import create_site_space
+
+
+@pytest.fixture
+def reader(app, db, make_user, login):
+    admin, reader = make_user("ann"), make_user("rita")
+    space = create_site_space(admin, "TEAM", "Team")
+    db.session.add(SpaceRole(space=space, user=reader, role=VIEW))
+    db.session.commit()
+    login(reader)
+    return space
+
+
+def _links(body: str) -> dict[str, str]:
+    return {text: href.replace("&amp;", "&") for href, text in
+            re.findall(r'<a href="([^"]+)"[^>]*rel="(?:prev|next)">([^<]+)</a>', body)}
+
+
+def test_pager_has_newer_beside_older_and_says_where_you_are(client, reader, db):
+    for i in range(130):
+        ingest.store(reader.id, None, make_message(i, subject=f"Number {i:03d}"))
+    db.session.commit()
+    first = client.get("/spaces/TEAM/mail").get_data(as_text=True)
+    assert "Messages 1–50" in first and set(_links(first)) == {"Older →"}
+    second = client.get(_links(first)["Older →"]).get_data(as_text=True)
+    third = client.get(_links(second)["Older →"]).get_data(as_text=True)
+    assert "Messages 101–130" in third and set(_links(third)) == {"← Newer"}
+    back = client.get(_links(third)["← Newer"]).get_data(as_text=True)
+    assert re.findall(r"Number (\d{3})", back)[0] == "079" and "Messages 51–100" in back
+    newest = client.get(_links(back)["← Newest"]).get_data(as_text=True)  # the page before is the first one
+    assert re.findall(r"Number (\d{3})", newest)[0] == "129" and "Messages 1–50" in newest
+
+
+@pytest.mark.parametrize("size, shown", [(0, "0 bytes"), (1, "1 byte"), (312, "312 bytes"), (1536, "1.5 KB"),
+                                         (5 * 1024 * 1024, "5.0 MB"), (40 * 1024 * 1024, "40 MB")])
+def test_sizes_read_as_people_read_them(size, shown):
+    assert format_size(size) == shown
+
+
+def test_a_small_attachment_shows_its_bytes(client, reader, db):
+    message_id, _ = ingest.store(reader.id, None, make_message(1, attachment=True))
+    db.session.commit()
+    page = client.get(f"/spaces/TEAM/mail/messages/{message_id}").get_data(as_text=True)
+    assert re.search(r"application/pdf, \d+ bytes", page) and "0.0 KB" not in page
+
+
+def test_the_lan_host_message_names_a_menu_path_that_exists(app, client, make_user, login, db):
+    from webapp.archive.mailbox import MailboxError
+    from webapp.mailnet import resolve_allowed
+
+    with pytest.raises(MailboxError) as refused:
+        resolve_allowed("127.0.0.1", 993, "")
+    path = re.search(r"in (Administration › [^,]+),", refused.value.message).group(1).split(" › ")
+    login(make_user("root", admin=True))
+    assert path[1] in client.get("/admin/users").get_data(as_text=True)  # the tab
+    assert f">{path[2]}</a>" in client.get("/admin/apps").get_data(as_text=True)  # the link on it
+    label = re.search(r'under "([^"]+)"', refused.value.message).group(1)
+    assert label in client.get("/admin/mail-archiving").get_data(as_text=True)
+
+
+def test_unknown_from_name_variables_are_refused_with_the_known_ones(app, client, make_user, login, sinks, db):
+    from webapp.outgoing.models import SmtpServer
+
+    login(make_user("root", admin=True))
+    page = client.post("/admin/mail-servers/new", data={
+        "name": "Relay", "from_address": "team@example.org", "from_name": "${full_name} via ${site}",
+        "host": "localhost", "port": "25", "security": "none", "timeout_seconds": "5", "reply_to_policy": "none",
+        "auth_method": "password"}).get_data(as_text=True)
+    assert ("Unknown variable ${full_name}, ${site}: the From name knows ${fullname}, ${email}, ${email.hostname}."
+            in page.replace("&#36;", "$"))
+    assert db.session.query(SmtpServer).count() == 0
+
+
+def test_the_sites_own_mail_has_no_via(app, make_user, sinks, run_jobs, db):
+    from webapp.outgoing.queue import queue_mail
+    from webapp.settings import SiteSettings
+
+    SiteSettings.get().site_title = "Team Hub"
+    add_server(sinks, sinks.plain, from_name="${fullname} via Team Hub")
+    ann = make_user("ann", full_name="Ann Lee")
+    queue_mail("x@example.org", "Report", "Body")  # the site's own mail: no actor
+    queue_mail("y@example.org", "Edited", "Body", actor=ann)
+    db.session.commit()
+    run_jobs()
+    froms = {m.rcpt_tos[0]: m.message["From"] for m in sinks.plain.messages}
+    assert froms == {"x@example.org": "Team Hub <spacemail@example.org>",
+                     "y@example.org": "Ann Lee via Team Hub <spacemail@example.org>"}
+
+
+def test_optional_descriptions_say_so(client, make_user, login):
+    login(make_user("root", admin=True))
+    assert "Description (optional)" in client.get("/spaces/new").get_data(as_text=True)
+
+
+def test_password_rules_are_shown_before_the_first_error(client, make_user, login):
+    login(make_user("root", admin=True))
+    assert "At least 10 characters" in client.get("/admin/users/new").get_data(as_text=True)
+    assert "At least 10 characters" in client.get("/profile").get_data(as_text=True)
