@@ -107,3 +107,53 @@ def test_password_rules_are_shown_before_the_first_error(client, make_user, logi
     login(make_user("root", admin=True))
     assert "At least 10 characters" in client.get("/admin/users/new").get_data(as_text=True)
     assert "At least 10 characters" in client.get("/profile").get_data(as_text=True)
+
+
+def test_old_mail_links_with_the_app_off_say_why(client, reader, db):
+    from webapp.settings import SiteSettings
+
+    message_id, _ = ingest.store(reader.id, None, make_message(1))
+    SiteSettings.get().mail_archiving_enabled = False
+    db.session.commit()
+    page = client.get(f"/spaces/TEAM/mail/messages/{message_id}")
+    assert page.status_code == 404 and "Mail archiving is switched off on this site" in page.get_data(as_text=True)
+
+
+def test_switching_the_app_off_and_deleting_failed_mail_ask_first(client, make_user, login, db):
+    from webapp.outgoing.models import FAILED, OutboundMail
+
+    login(make_user("root", admin=True))
+    assert 'hx-confirm="Switch off mail archiving for every space?' in client.get("/admin/apps").get_data(as_text=True)
+    db.session.add(OutboundMail(recipient="gone@example.org", subject="s", body_text="b", message_id="<x@y>",
+                                state=FAILED, last_error="550 no such user"))
+    db.session.commit()
+    queue = client.get("/admin/mail-queue").get_data(as_text=True)
+    assert 'hx-confirm="Delete the mail to gone@example.org for good?' in queue
+
+
+def test_a_thread_page_links_the_newer_and_older_thread(client, reader, db):
+    for i in range(3):
+        ingest.store(reader.id, None, make_message(i, subject=f"Topic {i}"))
+    db.session.commit()
+    from webapp.archive.models import Thread
+
+    middle = db.session.query(Thread).filter_by(subject="Topic 1").one()
+    page = client.get(f"/spaces/TEAM/mail/threads/{middle.id}").get_data(as_text=True)
+    assert "← Newer thread: Topic 2" in page and "Older thread: Topic 0 →" in page
+
+
+def test_saving_an_edit_says_when_watchers_are_told(app, client, make_user, login, db):
+    from webapp.content.services import create_page
+    from webapp.notify.events import pending_edit
+    from webapp.settings import format_local
+
+    ann = make_user("ann")
+    space = create_site_space(ann, "TEAM", "Team")
+    page = create_page(space, ann, "Runbook", "v1")
+    db.session.commit()
+    login(ann)
+    saved = client.post(f"/spaces/TEAM/pages/{page.id}/edit", data={"title": "Runbook", "body": "v2", "version": "1"},
+                        follow_redirects=True).get_data(as_text=True)
+    with app.test_request_context():
+        at = format_local(pending_edit(page, ann).send_after, "%H:%M")
+    assert f"Saved version 2. Watchers will be told at {at}, with any further edits you make before then." in saved

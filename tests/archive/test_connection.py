@@ -222,3 +222,14 @@ def test_connection_test_is_rate_limited_per_user(app, client, make_user, login,
     limited = client.htmx_post("/spaces/TEAM/mail-accounts/test", data=form)
     assert limited.status_code == 429 and "wait a minute" in limited.get_data(as_text=True)
     assert limited.headers.get("Retry-After")
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop"])
+def test_a_plain_session_to_a_server_offering_starttls_says_so(loopback, dovecot, dovecot_without_tls, protocol):
+    user, password = dovecot.add_user()
+    plain = probe(settings(dovecot, protocol, user, password, require_starttls=False))
+    assert plain.tls_version is None and plain.offers_starttls
+    assert not probe(settings(dovecot, protocol, user, password)).offers_starttls  # STARTTLS on: nothing to say
+    other, other_password = dovecot_without_tls.add_user()
+    assert not probe(settings(dovecot_without_tls, protocol, other, other_password, require_starttls=False,
+                              trusted_ca_pem=None)).offers_starttls  # nothing to turn on there

@@ -31,6 +31,7 @@ class SessionInfo:
     capabilities: list[str] = field(default_factory=list)
     message_count: int = 0
     removal: str = ""  # how fetched mail leaves the server, in words (Test Connection says it)
+    offers_starttls: bool = False  # a plain session to a server that would have encrypted it
 
 
 @contextlib.contextmanager
@@ -185,6 +186,8 @@ class POP3Session:
 
     def _start(self, settings: MailboxSettings, context) -> None:
         capabilities = self._capabilities()
+        self.info.offers_starttls = not settings.uses_starttls and not isinstance(self.pop.sock, ssl.SSLSocket) \
+            and "STLS" in capabilities
         if settings.uses_starttls:
             if "STLS" not in capabilities:
                 raise starttls_missing()
@@ -320,6 +323,8 @@ class IMAPSession:
         self.open = True
 
     def _start(self, settings: MailboxSettings, context) -> None:
+        self.info.offers_starttls = not settings.uses_starttls and not isinstance(self.imap.sock, ssl.SSLSocket) \
+            and "STARTTLS" in self.imap.capabilities
         if settings.uses_starttls:
             if "STARTTLS" not in self.imap.capabilities:
                 raise starttls_missing()

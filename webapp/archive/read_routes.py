@@ -226,8 +226,9 @@ def thread(key, thread_id):
     for msg, _depth in tree:
         shown = _shown(msg)
         bodies[msg.id] = display.text_to_html(shown.text) if shown.text is not None else None
+    newer, older = reading.adjacent_threads(found)
     return _private(Response(render_template("archive/thread.html", space=space, thread=found, tree=tree,
-                                             bodies=bodies)))
+                                             bodies=bodies, newer=newer, older=older)))
 
 
 @bp.route("/spaces/<key>/mail/export.mbox")

@@ -132,6 +132,16 @@ def threads(space_id: int, filters: Filters, before=None) -> tuple[list[Thread],
     return rows[:PAGE], cursor
 
 
+def adjacent_threads(thread: Thread) -> tuple[Thread | None, Thread | None]:
+    """(the next newer thread, the next older one) in the Mail tab's thread order: newest activity first."""
+    key = tuple_(Thread.last_date, Thread.id)
+    here = tuple_(thread.last_date, thread.id)
+    base = select(Thread).where(Thread.space_id == thread.space_id, Thread.message_count > 0)
+    newer = db.session.scalar(base.where(key > here).order_by(Thread.last_date.asc(), Thread.id.asc()).limit(1))
+    older = db.session.scalar(base.where(key < here).order_by(Thread.last_date.desc(), Thread.id.desc()).limit(1))
+    return newer, older
+
+
 def thread_tree(thread: Thread) -> list[tuple[Message, int]]:
     """The thread's messages in reply order, each with its depth (replies under their parents, by date)."""
     rows = list(db.session.scalars(select(Message).where(Message.thread_id == thread.id, Message.deleted_at.is_(None))

@@ -18,7 +18,8 @@ from webapp.spaces.models import ADMIN
 def archive_space(key: str, role: str):
     """The space, if mail archiving is on (else 404), the user holds `role` (else 403) and it is a site space."""
     if not services.archiving_enabled():
-        abort(404)
+        abort(404, "Mail archiving is switched off on this site, so mail archives are not shown (nothing was "
+                   "deleted). A system administrator can switch it on again in Administration › Manage apps.")
     space = space_for(key, role)
     if space.is_personal:
         abort(403, "A personal space cannot hold a mail archive.")

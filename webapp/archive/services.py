@@ -158,7 +158,7 @@ def run_connection_test(run: JobRun) -> None:
         info = probe(settings_for(values, secret, timeout=15))
         test.result = {"ok": True, "tls_version": info.tls_version,
                        "capabilities": info.capabilities[:500], "message_count": info.message_count,
-                       "removal": info.removal}
+                       "removal": info.removal, "offers_starttls": info.offers_starttls}
     except MailboxError as exc:
         test.result = {"ok": False, "kind": exc.kind, "message": exc.message}
     except Exception:

@@ -8,7 +8,9 @@ from webapp.content.models import BLOG, PAGE, Page
 from webapp.content.render import diff, markdown
 from webapp.extensions import db
 from webapp.htmx import is_htmx, partial, switch_response, wanted_on
+from webapp.notify.events import pending_edit
 from webapp.params import MAX_ID, arg_int
+from webapp.settings import format_local
 from webapp.spaces.access import can, space_for
 from webapp.spaces.models import ADMIN, EDIT, VIEW
 
@@ -75,7 +77,10 @@ def edit_page(key, page_id):
             form.body.errors.append(str(exc))
         else:
             db.session.commit()
-            flash(f"Saved version {page.version}." if changed else "Nothing changed.", "success")
+            waiting = pending_edit(page, current_user) if changed else None
+            flash(f"Saved version {page.version}." + (
+                f" Watchers will be told at {format_local(waiting.send_after, '%H:%M')}, with any further edits you "
+                "make before then." if waiting else "") if changed else "Nothing changed.", "success")
             return redirect(url_for("content.page", key=space.key, page_id=page.id))
     return render_template("content/edit.html", space=space, form=form, page=page, kind=page.kind)
 

@@ -33,6 +33,14 @@ def record(kind: str, page, actor, *, comment=None, from_version=None, to_versio
     return event
 
 
+def pending_edit(page, actor) -> ContentEvent | None:
+    """The edit notification still waiting for `actor`'s window on `page` (further edits join it), if any."""
+    return db.session.scalar(select(ContentEvent).where(
+        ContentEvent.page_id == page.id, ContentEvent.actor_id == actor.id, ContentEvent.kind == "edited",
+        ContentEvent.fanned_out_at.is_(None), ContentEvent.send_after > utcnow()).order_by(ContentEvent.id.desc())
+        .limit(1))
+
+
 def wake_fan_out() -> None:
     enqueue_after_commit(FAN_OUT_DUE, once=FAN_OUT, job_timeout=3600)
 
