@@ -157,3 +157,29 @@ def test_saving_an_edit_says_when_watchers_are_told(app, client, make_user, logi
     with app.test_request_context():
         at = format_local(pending_edit(page, ann).send_after, "%H:%M")
     assert f"Saved version 2. Watchers will be told at {at}, with any further edits you make before then." in saved
+
+
+def test_daily_report_subject_beside_its_hour_with_a_preview(app, client, make_user, login, sinks, run_jobs, db):
+    from webapp.content.services import create_page
+    from webapp.notify.models import Watch
+    from webapp.notify.report import send_reports
+
+    root = make_user("root", admin=True)
+    space = create_site_space(root, "TEAM", "Team")
+    db.session.add(Watch(user_id=root.id, scope="space", space_id=space.id))
+    root.daily_report = True
+    create_page(space, make_user("ann"), "Runbook", "v1")
+    db.session.commit()
+    login(root)
+    page = client.get("/admin/settings").get_data(as_text=True)
+    assert page.index("Daily report at") < page.index("Daily report subject") < page.index("The next daily report")
+    assert "Runbook" in page.split("Yours, if it went out now")[1]  # the admin's own next report, previewed
+    form = {"site_title": "Team Hub", "base_url": "", "time_zone": "UTC", "notify_coalesce_minutes": "10",
+            "daily_report_hour": "8", "daily_report_subject": "Team Hub: yesterday"}
+    assert client.post("/admin/settings", data=form).status_code == 302
+    add_server(sinks, sinks.plain)
+    send_reports()
+    db.session.commit()
+    run_jobs()
+    subjects = [m.message["Subject"] for m in sinks.plain.messages]
+    assert "[Spacemail] Team Hub: yesterday" in subjects and "[Spacemail] Your daily report" not in subjects

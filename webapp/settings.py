@@ -25,6 +25,7 @@ class SiteSettings(db.Model):
     # Changes to one page by one person within this many minutes become one notification (0: at once).
     notify_coalesce_minutes: Mapped[int] = mapped_column(default=10)
     daily_report_hour: Mapped[int] = mapped_column(default=8)  # site time zone
+    daily_report_subject: Mapped[str] = mapped_column(db.String(200), default="Your daily report")
     # Space admins may invite people by email to their own spaces (system admins always may invite).
     space_admins_invite: Mapped[bool] = mapped_column(default=False)
     daily_report_sent_on: Mapped[str | None] = mapped_column(db.String(10))  # the site-local date, YYYY-MM-DD

@@ -1,4 +1,4 @@
-"""account links: invitations, password resets, email confirmations
+"""account links: invitations, password resets, email confirmations; the daily report's subject
 
 Revision ID: 0017
 Revises: 0016
@@ -50,6 +50,8 @@ def upgrade():
 
     with op.batch_alter_table('site_settings', schema=None) as batch_op:
         batch_op.add_column(sa.Column('space_admins_invite', sa.Boolean(), nullable=False, server_default=sa.false()))
+        batch_op.add_column(sa.Column('daily_report_subject', sa.String(length=200), nullable=False,
+                                      server_default="Your daily report"))
 
 
 
@@ -57,6 +59,7 @@ def upgrade():
 def downgrade():
 
     with op.batch_alter_table('site_settings', schema=None) as batch_op:
+        batch_op.drop_column('daily_report_subject')
         batch_op.drop_column('space_admins_invite')
 
     with op.batch_alter_table('account_links', schema=None) as batch_op:

@@ -16,7 +16,7 @@ from webapp.decorators import admin_required
 from webapp.extensions import db
 from webapp.htmx import is_htmx, page_or_partial, partial, wanted_on
 from webapp.jobs import WORKER_CHECK, JobRun, get_queue, redis_connection, start_job
-from webapp.notify import fanout
+from webapp.notify import fanout, report
 from webapp.notify.models import ContentEvent
 from webapp.outgoing.servers import default_key
 from webapp.timeutil import utcnow
@@ -209,11 +209,11 @@ def settings():
     if form.validate_on_submit():
         services.update_site_settings(form.site_title.data, form.base_url.data, form.time_zone.data,
                                       form.notify_coalesce_minutes.data, form.daily_report_hour.data,
-                                      form.space_admins_invite.data)
+                                      form.space_admins_invite.data, form.daily_report_subject.data)
         db.session.commit()
         flash("Settings saved.", "success")
         return redirect(url_for("admin.settings"))
-    return render_template("admin/settings.html", form=form)
+    return render_template("admin/settings.html", form=form, report=report.preview(current_user))
 
 
 @bp.route("/system")

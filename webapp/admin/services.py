@@ -56,8 +56,11 @@ def set_mail_archiving(enabled: bool) -> SiteSettings:
 
 
 def update_site_settings(site_title: str, base_url: str, time_zone: str, coalesce_minutes: int = 10,
-                         report_hour: int = 8, space_admins_invite: bool | None = None) -> None:
+                         report_hour: int = 8, space_admins_invite: bool | None = None,
+                         report_subject: str | None = None) -> None:
     settings = SiteSettings.get()
+    if report_subject:
+        settings.daily_report_subject = report_subject
     if space_admins_invite is not None:
         settings.space_admins_invite = space_admins_invite
     settings.site_title, settings.base_url, settings.time_zone = site_title, base_url or "", time_zone

@@ -3,7 +3,7 @@ from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from flask import render_template
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from webapp.auth.models import User
 from webapp.content.models import Page
@@ -34,12 +34,17 @@ def send_if_due() -> int:
     return count
 
 
-def send_reports(since_hours: int = 24) -> int:
-    since = utcnow() - timedelta(hours=since_hours)
-    events = list(db.session.execute(select(ContentEvent, Page, Space).join(Page, Page.id == ContentEvent.page_id)
+def _recent_events(hours: int) -> list:
+    """(event, page, space) of the last `hours`, sensitive pages left out, in the report's order."""
+    since = utcnow() - timedelta(hours=hours)
+    return list(db.session.execute(select(ContentEvent, Page, Space).join(Page, Page.id == ContentEvent.page_id)
                                      .join(Space, Space.id == ContentEvent.space_id)
                                      .where(ContentEvent.created_at >= since, Page.sensitive.is_(False))
                                      .order_by(Space.name, Page.title, ContentEvent.id)).all())
+
+
+def send_reports(since_hours: int = 24) -> int:
+    events = _recent_events(since_hours)
     if not events:
         return 0
     viewers = {space.id: viewer_ids(space) for _e, _p, space in events}
@@ -50,9 +55,35 @@ def send_reports(since_hours: int = 24) -> int:
             text = render_template("notify/mail/daily_report.txt", user=user, groups=groups, base=base_url())
             html = render_template("notify/mail/daily_report.html", user=user, groups=groups, base=base_url()) \
                 if user.mail_format == "html" else None
-            queue_mail(user.email, "Your daily report", text, html, kind="report")
+            queue_mail(user.email, report_subject(), text, html, kind="report")
             count += 1
     return count
+
+
+def report_subject() -> str:
+    return SiteSettings.get().daily_report_subject or "Your daily report"
+
+
+def next_report_at():
+    """When the next daily report goes out (UTC): today's hour if still ahead, else tomorrow's."""
+    settings = SiteSettings.get()
+    zone = ZoneInfo(settings.time_zone or "UTC")
+    local = utcnow().astimezone(zone)
+    at = local.replace(hour=settings.daily_report_hour, minute=0, second=0, microsecond=0)
+    if at <= local or settings.daily_report_sent_on == local.date().isoformat():
+        at = (at + timedelta(days=1)).replace(hour=settings.daily_report_hour)
+    return at.astimezone(ZoneInfo("UTC"))
+
+
+def preview(user) -> dict:
+    """What `user`'s report would say if it went out now (the last 24 hours), and who gets one."""
+    events = _recent_events(24)
+    groups = _report_for(user, events, {space.id: viewer_ids(space) for _e, _p, space in events})
+    text = render_template("notify/mail/daily_report.txt", user=user, groups=groups, base=base_url()) \
+        if groups else None
+    recipients = db.session.scalar(select(func.count(User.id)).where(User.daily_report.is_(True),
+                                                                     User.active.is_(True)))
+    return {"subject": report_subject(), "text": text, "recipients": recipients, "at": next_report_at()}
 
 
 def _report_for(user, events, viewers) -> dict:
