@@ -183,3 +183,27 @@ def test_daily_report_subject_beside_its_hour_with_a_preview(app, client, make_u
     run_jobs()
     subjects = [m.message["Subject"] for m in sinks.plain.messages]
     assert "[Spacemail] Team Hub: yesterday" in subjects and "[Spacemail] Your daily report" not in subjects
+
+
+def test_fetch_shows_live_counts_disables_its_button_and_tells_the_list(app, client, make_user, login, db):
+    from webapp.archive.models import FetchRun
+    from webapp.archive.services import AccountData, create_account
+
+    ann = make_user("ann")
+    space = create_site_space(ann, "TEAM", "Team")
+    account = create_account(space, AccountData(
+        name="Team inbox", description="", protocol="imaps", host="mail.example.org", port=993, username="team",
+        password="pw", require_starttls=False, folder="INBOX", trusted_ca_pem="", keep_on_server=False))
+    db.session.add(FetchRun(account_id=account.id, state="running", total=1200, fetched=300, duplicates=12))
+    db.session.commit()
+    login(ann)
+    status = client.htmx_get("/spaces/TEAM/mail/fetch-status?known=0")
+    body = status.get_data(as_text=True)
+    assert "fetching: 312 of 1,200…" in body
+    assert re.search(r"<button[^>]*disabled[^>]*>Fetching…</button>", body)
+    assert "HX-Trigger" not in status.headers  # nothing new yet
+    ingest.store(space.id, None, make_message(1))
+    db.session.commit()
+    assert client.htmx_get("/spaces/TEAM/mail/fetch-status?known=0").headers["HX-Trigger"] == "mail-arrived"
+    page = client.get("/spaces/TEAM/mail").get_data(as_text=True)
+    assert 'hx-trigger="mail-arrived from:body"' in page  # the list that fetches itself again

@@ -182,8 +182,13 @@ def _fetch_status(space):
     accounts = [a for a in services.accounts_of(space) if a.enabled]
     runs = services.latest_runs(accounts)
     running = any(run.state in RUN_ACTIVE for run in runs.values())
-    return page_or_partial("archive/fetch_page.html", "archive/_fetch_status.html", space=space, accounts=accounts,
-                           runs=runs, running=running, count=services.message_count(space))
+    count = services.message_count(space)
+    response = page_or_partial("archive/fetch_page.html", "archive/_fetch_status.html", space=space,
+                               accounts=accounts, runs=runs, running=running, count=count)
+    known = request.args.get("known", "")
+    if known.isdigit() and int(known) != count:
+        response.headers["HX-Trigger"] = "mail-arrived"  # the message list on the page fetches itself again
+    return response
 
 
 @bp.route("/spaces/<key>/mail/fetch", methods=["POST"])
