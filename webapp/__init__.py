@@ -156,5 +156,6 @@ def _register_templates(app: Flask) -> None:
 
     app.jinja_env.globals["watching"] = lambda scope, space, page=None: is_watching(current_user, scope, space, page)
     app.jinja_env.globals["watcher_count"] = watcher_count
+    app.jinja_env.globals["is_htmx"] = is_htmx
     app.jinja_env.globals["space_role"] = lambda space: role_in(current_user, space)
     app.jinja_env.globals["may_delete_mail"] = lambda space: may_delete(current_user, space)

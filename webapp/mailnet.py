@@ -329,13 +329,14 @@ def connect_socket(address: str, port: int, timeout: float) -> socket.socket:
     except ConnectionRefusedError:
         raise MailboxError("refused", f"Nothing accepts connections on port {port}. Check the port and protocol.") from None
     except (TimeoutError, socket.timeout):
-        raise timed_out() from None
+        raise timed_out(timeout) from None
     except OSError as exc:
         raise MailboxError("unreachable", f"The server cannot be reached ({exc.strerror or 'network error'}).") from None
 
 
-def timed_out() -> MailboxError:
-    return MailboxError("timeout", "The server did not answer in time. Check the host, the port and any firewall.")
+def timed_out(seconds: float | None = None) -> MailboxError:
+    within = f"within {seconds:g} second{'' if seconds == 1 else 's'} (the timeout)" if seconds else "in time"
+    return MailboxError("timeout", f"The server did not answer {within}. Check the host, the port and any firewall.")
 
 
 def describe_untrusted(exc: ssl.SSLCertVerificationError, peek) -> str:

@@ -74,7 +74,7 @@ def test_template_substitutes_only_its_three_variables():
 def test_no_actor_uses_the_site_name():
     _sender, data = compose.build(mail(), profile(from_name="${fullname} (Spacemail)"), None, "Team Site")
     message = parse(data)
-    assert message["From"].addresses[0].display_name == "Team Site (Spacemail)"
+    assert message["From"].addresses[0].display_name == "Team Site"  # no person: the site's name alone
     assert message["Reply-To"] is None
 
 

@@ -104,7 +104,7 @@ def test_a_stalled_server_times_out_and_leaves_nothing_sending(app, run_jobs, si
     queue_some(2)
     run_jobs()
     assert [(r.state, r.attempts) for r in rows()] == [(QUEUED, 1), (QUEUED, 1)]
-    assert all("did not answer within 1 seconds" in r.last_error for r in rows())
+    assert all("did not answer within 1 second." in r.last_error for r in rows())
     assert sinks.plain.messages == []
 
 

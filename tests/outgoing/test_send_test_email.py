@@ -146,3 +146,32 @@ def test_bad_test_form_sends_nothing(client, admin, run_jobs, sinks):
     run_jobs()
     assert sinks.plain.messages == []
     assert db.session.scalar(db.select(db.func.count(SmtpTest.id))) == 0
+
+
+def test_the_send_button_waits_while_the_test_runs(client, admin, run_jobs, sinks):
+    import re
+
+    server = add_server(sinks, sinks.plain)
+    started = client.htmx_post(f"/admin/mail-servers/{server.id}/test",
+                               data={"to": "ops@example.org", "subject": "s", "body": "b", "how": "direct"})
+    body = started.get_data(as_text=True)
+    assert re.search(r"Sending the test email… <span class=\"muted\">\d+ seconds?</span>", body)  # elapsed
+    assert re.search(r'<button[^>]*id="send-test-button"[^>]*disabled[^>]*hx-swap-oob="true">Sending…', body)
+    run_jobs()
+    test = db.session.scalar(db.select(SmtpTest).order_by(SmtpTest.id.desc()))
+    done = client.htmx_get(f"/admin/mail-servers/tests/{test.id}").get_data(as_text=True)
+    assert "Delivered." in done and re.search(r'id="send-test-button"[^>]*hx-swap-oob="true">Send test email<', done)
+
+
+def test_a_timeout_is_named_with_its_seconds(client, admin, run_jobs, sinks):
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()  # accepts, never answers
+    try:
+        server = add_server(sinks, sinks.plain, port=silent.getsockname()[1], timeout_seconds=1)
+        test, page = send_test(client, run_jobs, server.id)
+    finally:
+        silent.close()
+    assert test.result["kind"] == "timeout" and "did not answer within 1 second." in page

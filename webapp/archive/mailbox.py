@@ -48,7 +48,7 @@ def translate_errors(settings: MailboxSettings, address: str):
         raise MailboxError("tls_failed", "TLS could not be negotiated. The port may expect plain text "
                                          "(choose POP or IMAP with STARTTLS) or the server's TLS is outdated.") from None
     except (TimeoutError, socket.timeout):
-        raise timed_out() from None
+        raise timed_out(settings.timeout) from None
     except (ConnectionError, EOFError, imaplib.IMAP4.abort):
         raise MailboxError("closed", "The server closed the connection unexpectedly.") from None
     except (imaplib.IMAP4.error, poplib.error_proto):

@@ -305,7 +305,7 @@ def classify(exc: BaseException, p: SmtpProfile) -> SmtpError:
     if isinstance(exc, socket.gaierror):
         return SmtpError("name_not_found", f"The name {p.host} was not found.", "Check the hostname for typos.")
     if isinstance(exc, (TimeoutError, socket.timeout)) or "timed out" in str(exc):
-        return SmtpError("timeout", f"The server did not answer within {p.timeout:g} seconds.",
+        return SmtpError("timeout", f"The server did not answer within {p.timeout:g} second{'' if p.timeout == 1 else 's'}.",
                          "Check the host, the port and any firewall; raise the timeout for a slow server.")
     if isinstance(exc, smtplib.SMTPNotSupportedError):
         return SmtpError("not_supported", f"The server does not support what was asked: {exc}", "")
