@@ -207,3 +207,18 @@ def test_fetch_shows_live_counts_disables_its_button_and_tells_the_list(app, cli
     assert client.htmx_get("/spaces/TEAM/mail/fetch-status?known=0").headers["HX-Trigger"] == "mail-arrived"
     page = client.get("/spaces/TEAM/mail").get_data(as_text=True)
     assert 'hx-trigger="mail-arrived from:body"' in page  # the list that fetches itself again
+
+
+def test_flush_answers_in_place_and_the_table_follows(app, client, make_user, login, sinks, run_jobs, db):
+    from webapp.outgoing.queue import queue_mail
+
+    add_server(sinks, sinks.plain)
+    login(make_user("root", admin=True))
+    for i in range(12):
+        queue_mail(f"r{i}@example.org", f"Mail {i}", "Body")
+    db.session.commit()
+    flushed = client.htmx_post("/admin/mail-queue/flush").get_data(as_text=True)
+    assert "Sending 12 queued mails now" in flushed and 'hx-trigger="load delay:2s"' in flushed  # it polls
+    run_jobs()
+    after = client.htmx_get("/admin/mail-queue").get_data(as_text=True)
+    assert "Nothing is waiting to be sent." in after and 'hx-trigger="load delay:2s"' not in after

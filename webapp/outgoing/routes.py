@@ -210,14 +210,17 @@ def mail_queue():
 @bp.route("/mail-queue/flush", methods=["POST"])
 @admin_required
 def flush_queue():
+    notice = None
     if ActionForm().validate_on_submit():
         count = queue.flush()
         db.session.commit()
+        notice = (f"Sending {count:,} queued mail{'' if count == 1 else 's'} now; this list follows as they go."
+                  if count else "The mail queue is empty: nothing to send.")
         if not is_htmx():
-            flash(f"Sending {count} queued mail now." if count else "The mail queue is empty.", "success")
+            flash(notice, "success")
     if not is_htmx():
         return redirect(url_for("outgoing.mail_queue"))
-    return partial("outgoing/_queue.html", **_queue_context())
+    return partial("outgoing/_queue.html", notice=notice, **_queue_context())
 
 
 @bp.route("/mail-queue/errors", methods=["POST"])
