@@ -222,3 +222,15 @@ def test_flush_answers_in_place_and_the_table_follows(app, client, make_user, lo
     run_jobs()
     after = client.htmx_get("/admin/mail-queue").get_data(as_text=True)
     assert "Nothing is waiting to be sent." in after and 'hx-trigger="load delay:2s"' not in after
+
+
+@pytest.mark.parametrize("name, key", [("Team Hub", "TEAMHUB"), ("Product Design and Research", "PDAR"),
+                                       ("Équipe Réseau", "EQUIPERESE"), ("2026 Plans", "PLANS"), ("Ops", "OPS")])
+def test_the_space_key_is_made_from_the_name_when_left_empty(client, make_user, login, db, name, key):
+    from webapp.spaces.models import Space
+
+    login(make_user("root", admin=True))
+    assert client.post("/spaces/new", data={"name": name, "key": ""}).status_code == 302
+    assert db.session.query(Space).filter_by(name=name).one().key == key
+    client.post("/spaces/new", data={"name": name, "key": ""})
+    assert db.session.query(Space).filter_by(key=key + "2").one().name == name  # taken: a digit added

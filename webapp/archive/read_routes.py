@@ -151,6 +151,7 @@ def message_body(key, message_id):
     response = Response(render_template("archive/body.html", html=Markup(clean)), mimetype="text/html")
     own = request.host_url.rstrip("/")
     response.headers["Content-Security-Policy"] = (
+        "sandbox allow-same-origin allow-popups allow-popups-to-escape-sandbox; "
         f"default-src 'none'; img-src data: {own}{' https: http:' if images else ''}; style-src 'unsafe-inline'; "
         "base-uri 'none'; form-action 'none'; frame-ancestors 'self'")
     response.headers["X-Frame-Options"] = "SAMEORIGIN"

@@ -2,7 +2,7 @@
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, SelectField, StringField, SubmitField, TextAreaField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import InputRequired, Length, Regexp
+from wtforms.validators import InputRequired, Length, Optional, Regexp
 
 from webapp.auth.forms import PersonFields
 from webapp.formtools import no_control_chars, strip
@@ -20,9 +20,10 @@ class SpaceFields(FlaskForm):
 class NewSpaceForm(SpaceFields):
     key = StringField(
         "Space key",
-        description="Letters and digits, shown in links (for example TEAM or OPS2).",
+        description="Letters and digits, shown in links (for example TEAM or OPS2). Suggested from the name; "
+                    "left empty, it is made from the name.",
         validators=[
-            InputRequired(),
+            Optional(),
             Regexp(r"^[A-Za-z][A-Za-z0-9]{1,31}$", message="2-32 letters and digits, starting with a letter."),
         ],
         filters=[lambda v: v.strip().upper() if isinstance(v, str) else v],

@@ -13,7 +13,8 @@ from webapp.spaces.access import role_in, space_for, visible_spaces
 from webapp.settings import SiteSettings
 from webapp.spaces.forms import AddRoleForm, ChangeRoleForm, InviteToSpaceForm, NewSpaceForm, SpaceSettingsForm
 from webapp.spaces.models import ADMIN, ROLE_LABELS, SpaceRole
-from webapp.spaces.services import SpaceError, create_site_space, grant, revoke, roles_of, update_space
+from webapp.spaces.services import (SpaceError, create_site_space, grant, revoke, roles_of, suggested_key,
+                                     update_space)
 from webapp.timeutil import utcnow
 
 
@@ -38,7 +39,8 @@ def new_space():
     form = NewSpaceForm()
     if form.validate_on_submit():
         try:
-            space = create_site_space(current_user, form.key.data, form.name.data, form.description.data or "")
+            space = create_site_space(current_user, form.key.data or suggested_key(form.name.data), form.name.data,
+                                      form.description.data or "")
         except SpaceError as exc:
             form.key.errors.append(str(exc))
         else:

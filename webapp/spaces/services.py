@@ -1,4 +1,7 @@
 """Creating spaces and managing the roles people hold in them."""
+import re
+import unicodedata
+
 from sqlalchemy import func, select
 
 from webapp.auth.models import User
@@ -27,6 +30,21 @@ def create_site_space(creator: User, key: str, name: str, description: str = "")
     db.session.flush()
     db.session.add(SpaceRole(space_id=space.id, user_id=creator.id, role=ADMIN))
     return space
+
+
+def suggested_key(name: str) -> str:
+    """A free space key from a name, as static/app.js suggests it while typing: "Team Hub" -> TEAMHUB,
+    "Product Design and Research" -> PDAR (initials from three words on), a digit added when taken."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    words = re.findall(r"[A-Za-z0-9]+", ascii_name)
+    base = "".join(w[0] for w in words) if len(words) >= 3 else "".join(words)[:10]
+    base = re.sub(r"^[0-9]+", "", base.upper()) or "SPACE"
+    base = base if len(base) >= 2 else base + "X"
+    key, n = base, 1
+    while db.session.scalar(select(Space.id).where(func.upper(Space.key) == key)):
+        n += 1
+        key = f"{base[:30]}{n}"
+    return key
 
 
 def update_space(space: Space, name: str, description: str, everyone_can_view: bool) -> None:

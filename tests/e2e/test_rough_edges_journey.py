@@ -1,0 +1,67 @@
+"""The rough edges that only a browser shows (issue 18): styled inputs, the suggested space key, confirmations,
+the HTML mail frame sized to its content."""
+from playwright.sync_api import expect
+
+from tests.conftest import PASSWORD
+from tests.e2e.test_foundation_journey import sign_in
+from webapp.archive import ingest
+from webapp.extensions import db
+from webapp.spaces.services import create_site_space
+
+
+def frame_height(page, wanted, tries=50) -> float:
+    """The mail frame's height once `wanted(height)` holds, or as it is after 5 s (the page's CSP allows no eval,
+    so no wait_for_function)."""
+    for _ in range(tries):
+        height = page.locator("iframe.mail-body").bounding_box()["height"]
+        if wanted(height):
+            break
+        page.wait_for_timeout(100)
+    return height
+
+
+def test_rough_edges_in_a_browser(app, live_server, page, console_errors, make_user):
+    root = make_user("root", admin=True)
+    space = create_site_space(root, "TEAM", "Team")
+    long_html = "".join(f"<p>Paragraph {i} of a long newsletter.</p>" for i in range(120))
+    long_id, _ = ingest.store(space.id, None, (
+        "From: News <news@example.org>\r\nSubject: Long\r\nMessage-ID: <long@x>\r\nContent-Type: text/html\r\n\r\n"
+        f"{long_html}\r\n").encode())
+    short_id, _ = ingest.store(space.id, None, b"From: A <a@example.org>\r\nSubject: Short\r\nMessage-ID: <s@x>\r\n"
+                                               b"Content-Type: text/html\r\n\r\n<p>Just one line.</p>\r\n")
+    db.session.commit()
+    sign_in(page, live_server, "root", PASSWORD)
+
+    page.goto(f"{live_server}/spaces/TEAM/mail")
+    for label in ("Search", "Month"):
+        box = page.get_by_label(label, exact=True).bounding_box()
+        assert box["height"] >= 30 and box["width"] >= 120, (label, box)  # not a tiny unstyled box
+
+    page.goto(f"{live_server}/spaces/TEAM/mail/messages/{long_id}")
+    frame = page.locator("iframe.mail-body")
+    expect(frame.content_frame.get_by_text("Paragraph 119 of a long newsletter.")).to_be_attached()
+    assert frame_height(page, lambda h: h > 1500) > 1500
+    page.goto(f"{live_server}/spaces/TEAM/mail/messages/{short_id}")
+    expect(page.locator("iframe.mail-body").content_frame.get_by_text("Just one line.")).to_be_visible()
+    assert frame_height(page, lambda h: h < 200) < 200
+
+    page.goto(f"{live_server}/spaces/new")
+    page.get_by_label("Name").fill("Product Design and Research")
+    expect(page.get_by_label("Space key")).to_have_value("PDAR")
+    page.get_by_label("Space key").fill("PDR")
+    page.get_by_label("Name").fill("Product Design")
+    expect(page.get_by_label("Space key")).to_have_value("PDR")  # their own key stays
+
+    page.goto(f"{live_server}/admin/apps")
+    switch = page.get_by_role("switch", name="Mail archiving for the whole site")
+    expect(switch).to_have_attribute("aria-checked", "true")
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    switch.click()
+    expect(switch).to_have_attribute("aria-checked", "true")  # dismissed: still on
+    messages = []
+    page.once("dialog", lambda dialog: (messages.append(dialog.message), dialog.accept()))
+    switch.click()
+    expect(page.get_by_role("switch", name="Mail archiving for the whole site")).to_have_attribute("aria-checked",
+                                                                                                  "false")
+    assert messages and messages[0].startswith("Switch off mail archiving for every space?")
+    assert console_errors == []
