@@ -74,6 +74,7 @@ MATRIX = [
     ("auth.confirm_email", "GET", {}, None, expect(*[410] * 6)),
     ("auth.confirm_email", "POST", {}, {}, expect(*[410] * 6)),
     ("auth.cancel_email_change", "POST", {}, {}, SIGNED_IN),
+    ("auth.reset_feed_token", "POST", {}, {}, SIGNED_IN),
     ("spaces.index", "GET", {}, None, SIGNED_IN),
     ("spaces.directory", "GET", {}, None, SIGNED_IN),
     ("spaces.new_space", "GET", {}, None, expect(user=403, viewer=403, other_admin=403, space_admin=403)),
@@ -153,6 +154,10 @@ MATRIX = [
     ("archive.source", "GET", {"key": "TEAM", "message_id": "message"}, None, SPACE_VIEW),
     ("archive.eml", "GET", {"key": "TEAM", "message_id": "message"}, None, SPACE_VIEW),
     ("archive.thread", "GET", {"key": "TEAM", "thread_id": "thread"}, None, SPACE_VIEW),
+    ("archive.permalink", "GET", {"key": "TEAM", "msgid": "report@example.org"}, None, SPACE_VIEW),
+    ("archive.permalink", "GET", {"key": "OTHER", "msgid": "report@example.org"}, None, CROSS_SPACE_VIEW),
+    # The feed signs in by its token, never by the session: without one it is 401 for everyone.
+    ("archive.feed", "GET", {"key": "TEAM"}, None, expect(*[401] * 6)),
     ("archive.thread", "GET", {"key": "OTHER", "thread_id": "thread"}, None, CROSS_SPACE_VIEW),
     ("archive.export_mbox", "GET", {"key": "TEAM"}, None, SPACE_VIEW),
     ("archive.export_mbox", "GET", {"key": "~viewer"}, None, PERSONAL_SPACE),

@@ -18,7 +18,7 @@ from webapp.security import SecretBox, set_security_headers
 # Each blueprint package and the modules holding its views. The packages do not import their views themselves:
 # that made every model import run the routes, and turned any import between two packages into a cycle.
 BLUEPRINTS = (("auth", ("routes", "link_routes")), ("spaces", ("routes",)), ("admin", ("routes",)),
-              ("archive", ("routes", "read_routes")), ("outgoing", ("routes",)), ("content", ("routes",)),
+              ("archive", ("routes", "read_routes", "feed_routes")), ("outgoing", ("routes",)), ("content", ("routes",)),
               ("notify", ("routes",)), ("oauth", ("routes",)))
 
 
@@ -98,6 +98,8 @@ def _register_login(app: Flask) -> None:
 ERROR_TEXT = {
     400: ("Bad request", "The form was stale or incomplete. Reload the page and try again."),
     429: ("Too many requests", "Wait a minute, then try again."),
+    401: ("Sign-in needed", "This address needs a feed token or a sign-in."),
+    410: ("Gone", "This link no longer works."),
     403: ("Not allowed", "You do not have permission to see or change this. A space admin can give you a role."),
     404: ("Not found", "There is nothing here. It may have been removed, or the link is wrong."),
     405: ("Not allowed", "That action is not available here."),

@@ -1,4 +1,4 @@
-"""account links: invitations, password resets, email confirmations; the daily report's subject
+"""account links: invitations, password resets, email confirmations; feed tokens; the daily report's subject
 
 Revision ID: 0017
 Revises: 0016
@@ -48,6 +48,9 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_account_links_space_id'), ['space_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_account_links_user_id'), ['user_id'], unique=False)
 
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('feed_nonce', sa.String(length=32), nullable=False, server_default=""))
+
     with op.batch_alter_table('site_settings', schema=None) as batch_op:
         batch_op.add_column(sa.Column('space_admins_invite', sa.Boolean(), nullable=False, server_default=sa.false()))
         batch_op.add_column(sa.Column('daily_report_subject', sa.String(length=200), nullable=False,
@@ -57,6 +60,9 @@ def upgrade():
 
 
 def downgrade():
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.drop_column('feed_nonce')
+
 
     with op.batch_alter_table('site_settings', schema=None) as batch_op:
         batch_op.drop_column('daily_report_subject')

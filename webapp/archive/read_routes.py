@@ -10,6 +10,7 @@ from flask_login import current_user, login_required
 from markupsafe import Markup
 from sqlalchemy import select
 
+from webapp.auth.feed_tokens import feed_token
 from webapp.archive import bp, display, importing, reading, services, trash
 from webapp.archive.models import RUN_ACTIVE, ArchiveImport, Message, MessageRaw, Thread
 from webapp.archive.routes import archive_space
@@ -79,7 +80,7 @@ def mail(key):
     return _private(Response(render_template(
         "archive/mail.html", space=space, filters=filters, view=view, results=results, is_admin=is_admin,
         accounts=accounts, runs=runs, running=any(r.state in RUN_ACTIVE for r in runs.values()),
-        count=services.message_count(space, stamp))))
+        count=services.message_count(space, stamp), feed_token=feed_token(current_user))))
 
 
 _RENDERED: OrderedDict = OrderedDict()  # key -> (rendered list, when)
@@ -131,6 +132,21 @@ def message(key, message_id):
     return _private(Response(render_template("archive/message.html", space=space, m=msg, shown=shown, text=text,
                                              images=request.args.get("images") == "1",
                                              has_remote_images=has_remote_images)))
+
+
+@bp.route("/spaces/<key>/mail/id/<path:msgid>")
+@login_required
+def permalink(key, msgid):
+    """A message by its Message-ID: a link that outlives the archive's numbering (an export and re-import)."""
+    space = archive_space(key, VIEW)
+    msgid = msgid.strip().removeprefix("<").removesuffix(">")[:300]
+    found = db.session.scalar(select(Message.id).where(
+        Message.space_id == space.id, Message.message_id_header == msgid, Message.deleted_at.is_(None))
+        .order_by(Message.id).limit(1))
+    if found is None:
+        abort(404, f"No message with the Message-ID <{msgid}> is in this archive: it may be in another space's, "
+                   "not fetched yet, or in the trash.")
+    return message(key, found)
 
 
 @bp.route("/spaces/<key>/mail/messages/<int:message_id>/body")

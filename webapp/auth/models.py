@@ -32,6 +32,8 @@ class User(UserMixin, db.Model):
     watch_own_edits: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Mixed into the person's feed token (an HMAC with the secret key): a new value ends every old feed link.
+    feed_nonce: Mapped[str] = mapped_column(db.String(32), default="")
 
     @property
     def is_active(self) -> bool:

@@ -3,7 +3,7 @@ from flask import abort, flash, redirect, render_template, request, session, url
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 
-from webapp.auth import bp, links, services, sessions
+from webapp.auth import bp, feed_tokens, links, services, sessions
 from webapp.auth.forms import ChangePasswordForm, ConfirmForm, LoginForm, ProfileForm, SetupForm
 from webapp.auth.models import UserSession
 from webapp.auth.throttle import Throttle, refusal
@@ -114,6 +114,16 @@ def _profile_page(form, password_form, status=200):
     return render_template("auth/profile.html", form=form, password_form=password_form,
                            pending_email=links.pending_email(current_user),
                            sessions=sessions.sessions_of(current_user), this=sessions.current()), status
+
+
+@bp.route("/profile/feed-token/reset", methods=["POST"])
+@login_required
+def reset_feed_token():
+    if ConfirmForm().validate_on_submit():
+        feed_tokens.reset(current_user)
+        db.session.commit()
+        flash("Your feed token is new: feed readers need the new links from the Mail tabs.", "success")
+    return redirect(url_for("auth.profile") + "#feeds")
 
 
 @bp.route("/profile/email/cancel", methods=["POST"])
