@@ -46,3 +46,59 @@ document.addEventListener("load", function (event) {
   var frame = event.target;
   if (frame.matches && frame.matches("iframe.mail-body")) fitMailFrame(frame);
 }, true);
+
+// The Mail tab's keys: j/k move through the list (or a thread's messages), o or Enter opens, u goes back to the
+// list, / searches, ? shows them. Never while typing in a field, never with Ctrl, Alt or Meta.
+(function () {
+  var current = -1;
+
+  function items() {
+    var list = document.querySelector("[data-keyboard-list]");
+    if (list) return Array.prototype.slice.call(list.querySelectorAll("tbody tr"));
+    return Array.prototype.slice.call(document.querySelectorAll(".thread-tree > li"));
+  }
+
+  function select(index) {
+    var rows = items();
+    if (!rows.length) return;
+    current = Math.max(0, Math.min(rows.length - 1, index));
+    rows.forEach(function (row, i) { row.classList.toggle("kb-current", i === current); });
+    var link = rows[current].querySelector("a[href]");
+    if (link) link.focus();
+    rows[current].scrollIntoView({block: "nearest"});
+  }
+
+  document.addEventListener("htmx:afterSwap", function () { current = -1; });
+
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.altKey || event.metaKey || event.defaultPrevented) return;
+    var target = event.target;
+    if (target.closest && target.closest("input, textarea, select, [contenteditable], dialog[open]")) return;
+    var help = document.getElementById("keyboard-help");
+    if (!help) return;  // only on the Mail tab's pages
+    var key = event.key;
+    if (key === "j" || key === "k") {
+      var rows = items();
+      if (current < 0) {  // start from the row that has focus, if any
+        current = rows.findIndex(function (row) { return row.contains(document.activeElement); });
+        if (current < 0) current = key === "j" ? -1 : rows.length;
+      }
+      select(current + (key === "j" ? 1 : -1));
+    } else if (key === "o") {
+      var row = items()[current];
+      var link = row && row.querySelector("a[href]");
+      if (link) link.click();
+    } else if (key === "u") {
+      var up = document.querySelector("a[rel=up]");
+      if (up) up.click();
+    } else if (key === "/") {
+      var box = document.getElementById("mail-q");
+      if (box) { box.focus(); box.select(); }
+    } else if (key === "?") {
+      help.showModal();
+    } else {
+      return;
+    }
+    event.preventDefault();
+  });
+})();

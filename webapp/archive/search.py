@@ -11,7 +11,7 @@ import itertools
 import re
 import unicodedata
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from markupsafe import Markup
 from sqlalchemy import text
@@ -110,30 +110,66 @@ def parse_query(query: str) -> list[Term]:
     return terms[:20]
 
 
-def fts5_query(terms: list[Term]) -> str:
-    """Every term quoted, so AND, NEAR( or * typed by a reader are words, never operators."""
-    quoted = []
-    for term in terms:
-        literal = '"' + term.text.replace('"', '""') + '"'
-        quoted.append(literal + "*" if term.kind == "prefix" else literal)
-    return " ".join(quoted)
+@dataclass
+class TextQuery:
+    """What the index answers: terms anywhere, in the subject, in the sender, and terms to leave out (the Mail
+    tab's operators, webapp/archive/query.py, make one of these; a plain string is all `terms`)."""
+
+    terms: list[Term] = field(default_factory=list)
+    subject: list[Term] = field(default_factory=list)
+    sender: list[Term] = field(default_factory=list)
+    exclude: list[Term] = field(default_factory=list)
+
+    def positive(self) -> list[Term]:
+        return [*self.terms, *self.subject, *self.sender]
 
 
-def pg_query(terms: list[Term]) -> str:
-    """The terms as a tsquery, in its text form, cut into words as pg_vector cuts them: words ANDed, a phrase's
-    (or a word's parts, "foo-bar") in sequence, a prefix as a prefix. Sent as one constant, so the planner sees
-    how common the words are and chooses its plan by that. Empty when no term holds a word."""
-    parts = []
-    for term in terms:
-        words = lexemes(term.text)
-        if not words:
-            continue
-        if term.kind == "prefix":
-            parts.append(f"'{words[0]}':*")
-        elif len(words) == 1:
-            parts.append(f"'{words[0]}'")
-        else:
-            parts.append("(" + " <-> ".join(f"'{w}'" for w in words) + ")")
+def _fts5_term(term: Term, column: str | None = None) -> str:
+    literal = '"' + term.text.replace('"', '""') + '"' + ("*" if term.kind == "prefix" else "")
+    return f"{column} : {literal}" if column else literal
+
+
+def fts5_query(query: TextQuery) -> str:
+    """Every term quoted, so AND, NEAR( or * typed by a reader are words, never operators; subject: and from:
+    terms as FTS5 column filters, -words after NOT. Empty when nothing positive is asked (FTS5 cannot match a NOT
+    alone: exclusions() is a condition then)."""
+    positive = ([_fts5_term(t) for t in query.terms] + [_fts5_term(t, "subject") for t in query.subject]
+                + [_fts5_term(t, "sender") for t in query.sender])
+    if not positive:
+        return ""
+    negative = [_fts5_term(t) for t in query.exclude]
+    return "(" + " ".join(positive) + ")" + (" NOT (" + " OR ".join(negative) + ")" if negative else "")
+
+
+def exclusions(query: TextQuery, dialect: str) -> str:
+    """The -words alone, as an FTS5 MATCH (any of them) or a tsquery (any of them): for a condition."""
+    if dialect == "sqlite":
+        return " OR ".join(_fts5_term(t) for t in query.exclude)
+    return " | ".join(p for p in (_pg_term(t) for t in query.exclude) if p)
+
+
+def _pg_term(term: Term, weight: str = "") -> str | None:
+    words = lexemes(term.text)
+    if not words:
+        return None
+    if term.kind == "prefix":
+        return f"'{words[0]}':*{weight}"
+    tag = f":{weight}" if weight else ""
+    if len(words) == 1:
+        return f"'{words[0]}'{tag}"
+    return "(" + " <-> ".join(f"'{w}'{tag}" for w in words) + ")"
+
+
+def pg_query(query: TextQuery) -> str:
+    """The query as a tsquery, in its text form, cut into words as pg_vector cuts them: words ANDed, a phrase's
+    (or a word's parts, "foo-bar") in sequence, a prefix as a prefix, subject: as weight A and from: as B (as
+    pg_vector weights them), -words negated. Sent as one constant, so the planner sees how common the words are
+    and chooses its plan by that. Empty when no positive term holds a word."""
+    parts = [p for p in ([_pg_term(t) for t in query.terms] + [_pg_term(t, "A") for t in query.subject]
+                         + [_pg_term(t, "B") for t in query.sender]) if p]
+    if not parts:
+        return ""
+    parts += [f"!{p}" for p in (_pg_term(t) for t in query.exclude) if p]
     return " & ".join(parts)
 
 
@@ -193,17 +229,25 @@ class Hit:
     snippet: Markup
 
 
-def search(space_id: int, query: str, *, order: str = "newest", limit: int = 50, before=None) -> list[Hit]:
+def search(space_id: int, query, *, order: str = "newest", limit: int = 50, before=None,
+           extra=None) -> list[Hit]:
     """Matching messages of one space (never another's), newest first or best first, with a marked snippet.
 
-    `before` is a (date, id) keyset cursor for the newest-first order."""
-    terms = parse_query(query)
-    if not terms:
+    `query` is the reader's text or a TextQuery; `before` is a (date, id) keyset cursor for the newest-first order;
+    `extra(dialect, param)` gives more conditions on the message row `m` and their parameters (the Mail tab's
+    filters and operators), applied in the same statement."""
+    if isinstance(query, str):
+        query = TextQuery(terms=parse_query(query))
+    if not query.positive():
         return []
-    if _dialect() == "sqlite":
-        rows = _search_sqlite(space_id, terms, order, limit, before)
+    dialect = _dialect()
+    style = (lambda name: f":{name}") if dialect == "sqlite" else (lambda name: f"%({name})s")
+    where, extra_params = extra(dialect, style) if extra else ([], {})
+    cond = "".join(f" AND {w}" for w in where)
+    if dialect == "sqlite":
+        rows = _search_sqlite(space_id, query, order, limit, before, cond, extra_params)
     else:
-        rows = _search_postgres(space_id, terms, order, limit, before)
+        rows = _search_postgres(space_id, query, order, limit, before, cond, extra_params)
     return [Hit(row[0], _marked(row[1])) for row in rows]
 
 
@@ -214,12 +258,13 @@ def _keyset(before, params) -> str:
     return " AND (m.date < :before_date OR (m.date = :before_date AND m.id < :before_id))"
 
 
-def _search_sqlite(space_id, terms, order, limit, before):
-    params = {"q": fts5_query(terms), "space": space_id, "limit": limit}
+def _search_sqlite(space_id, query, order, limit, before, cond="", extra_params=None):
+    params = {**(extra_params or {}), "q": fts5_query(query), "space": space_id, "limit": limit}
     db.session.flush()  # the statements below go to sqlite3 directly, past the session's autoflush
     if before is not None:  # SQLite holds dates as naive UTC text: compare in that form
         before = (before[0].replace(tzinfo=None).isoformat(sep=" "), before[1])
-    ids = _best_sqlite(params, terms) if order == "relevance" else _newest_sqlite(params, before)
+    matches = _MATCHES + cond
+    ids = _best_sqlite(params, query, matches) if order == "relevance" else _newest_sqlite(params, before, matches)
     if not ids:
         return []
     # Snippets for the page's rows only (asked for in the query above, SQLite made one for every match). FTS5
@@ -235,7 +280,7 @@ _MATCHES = ("SELECT m.id FROM search_messages JOIN archive_messages m ON m.id = 
             "WHERE search_messages MATCH :q AND m.space_id = :space AND m.deleted_at IS NULL")
 
 
-def _newest_sqlite(params: dict, before) -> list[int]:
+def _newest_sqlite(params: dict, before, matches: str = _MATCHES) -> list[int]:
     """The newest matches. Sorting every match by date grows with the matches (a common word: all of the
     archive), so look among the space's newest 1,000, then 10,000 messages first: when that window holds a
     page of matches, they are exactly the newest (everything outside is older). Message ids grow with arrival,
@@ -254,28 +299,29 @@ def _newest_sqlite(params: dict, before) -> list[int]:
             "SELECT m.date, m.id FROM archive_messages m WHERE m.space_id = :space AND m.deleted_at IS NULL" + keyset
             + " ORDER BY m.date DESC, m.id DESC LIMIT 1 OFFSET :skip", {**params, "skip": window - 1})[0]
         ids = _column(
-            _MATCHES + keyset + " AND search_messages.rowid BETWEEN :low AND :high AND (m.date > :edge_date OR "
+            matches + keyset + " AND search_messages.rowid BETWEEN :low AND :high AND (m.date > :edge_date OR "
             "(m.date = :edge_date AND m.id >= :edge_id)) ORDER BY m.date DESC, m.id DESC LIMIT :limit",
             {**params, "low": edge[0], "high": edge[1], "edge_date": last[0], "edge_id": last[1]})
         if len(ids) == params["limit"]:
             return ids
-    return _column(_MATCHES + keyset + " ORDER BY m.date DESC, m.id DESC LIMIT :limit", params)
+    return _column(matches + keyset + " ORDER BY m.date DESC, m.id DESC LIMIT :limit", params)
 
 
-def _best_sqlite(params: dict, terms: list[Term]) -> list[int]:
+def _best_sqlite(params: dict, query: TextQuery, matches: str = _MATCHES) -> list[int]:
     """Best first by bm25 (subject counts 5×, sender 3×), among the most recently archived RANKED_AMONG matches:
     ranking every match of a common word grows with the archive. Exact up to that many. A phrase is scored by
     its words: bm25 of a phrase first counts every row holding it (docs/benchmarks.md, B4)."""
+    cond = matches[len(_MATCHES):]
     candidates = _column(
         "SELECT m.id FROM (SELECT rowid AS id FROM search_messages WHERE search_messages MATCH :q "
         "ORDER BY rowid DESC LIMIT :among) f JOIN archive_messages m ON m.id = f.id "
-        "WHERE m.space_id = :space AND m.deleted_at IS NULL", {**params, "among": RANKED_AMONG})
+        "WHERE m.space_id = :space AND m.deleted_at IS NULL" + cond, {**params, "among": RANKED_AMONG})
     if len(candidates) < min(params["limit"], RANKED_AMONG):  # other spaces' mail came first: this space's all
-        candidates = _column(_MATCHES, params)
+        candidates = _column(matches, params)
     if not candidates:
         return []
-    words = fts5_query([Term("word", w) if t.kind == "phrase" else t for t in terms for w in
-                        (_WORD.findall(t.text) if t.kind == "phrase" else [t.text])])
+    words = fts5_query(TextQuery(terms=[Term("word", w) if t.kind == "phrase" else t for t in query.positive()
+                                        for w in (_WORD.findall(t.text) if t.kind == "phrase" else [t.text])]))
     return _column(
         "SELECT rowid FROM search_messages WHERE search_messages MATCH :words AND rowid BETWEEN :low AND :high "
         f"AND +rowid IN ({','.join(str(int(i)) for i in candidates)}) "
@@ -293,13 +339,14 @@ def _column(sql: str, params: dict) -> list:
     return [row[0] for row in _all(sql, params)]
 
 
-def _search_postgres(space_id, terms, order, limit, before):
+def _search_postgres(space_id, query, order, limit, before, cond="", extra_params=None):
     """One statement. Newest first: the space's live mail by date, matches only (the planner walks the date
     index testing each row's vector, or takes the GIN index's matches and sorts them, by how common the words
     are); no rank is computed. Best match: the same newest RANKED_AMONG matches, ranked (subject counts most),
     as on SQLite: ranking every match of a common word grows with the archive."""
     tsquery = "%(query)s::tsquery"
-    params = {"query": pg_query(terms), "space": space_id, "limit": limit, "among": RANKED_AMONG}
+    params = {**(extra_params or {}), "query": pg_query(query), "space": space_id, "limit": limit,
+              "among": RANKED_AMONG}
     if not params["query"]:
         return []
     keyset = ""
@@ -307,7 +354,8 @@ def _search_postgres(space_id, terms, order, limit, before):
         params["before_date"], params["before_id"] = before
         keyset = " AND (m.date, m.id) < (%(before_date)s, %(before_id)s)"
     newest = ("SELECT m.id, m.date, m.search_vector FROM archive_messages m WHERE m.space_id = %(space)s "
-              f"AND m.deleted_at IS NULL AND m.search_vector @@ {tsquery}{keyset} ORDER BY m.date DESC, m.id DESC")
+              f"AND m.deleted_at IS NULL AND m.search_vector @@ {tsquery}{keyset}{cond} "
+              "ORDER BY m.date DESC, m.id DESC")
     if order == "relevance":
         page = (f"SELECT id, ts_rank_cd(search_vector, {tsquery}) AS rank FROM ({newest} LIMIT %(among)s) recent "
                 "ORDER BY rank DESC, id DESC LIMIT %(limit)s")
@@ -319,7 +367,7 @@ def _search_postgres(space_id, terms, order, limit, before):
     # body around the first place the query's first word appears as written (in lower case; lower() of each body
     # in SQL cost more than it saved): whole bodies were most of a page's time (50 bodies of 9 KB, fetched and
     # read word by word). Else the window is the body's start.
-    first = next((w for t in terms for w in lexemes(t.text)), "")
+    first = next((w for t in query.positive() for w in lexemes(t.text)), "")
     params["first"] = first
     sql = (f"SELECT hits.id, m.subject, w.cut, substr(m.body_text, w.cut + 1, {SNIPPET_WINDOW}) FROM ({page}) hits "
            "JOIN archive_messages m ON m.id = hits.id, LATERAL (SELECT greatest(strpos(m.body_text, %(first)s) "
@@ -328,7 +376,7 @@ def _search_postgres(space_id, terms, order, limit, before):
     connection = db.session.connection().connection.driver_connection
     # Never a prepared statement: a generic plan would not know how common the words are.
     rows = connection.execute(sql, params, prepare=False).fetchall()
-    return [(row[0], snippet(f"{row[1]} · {'… ' if row[2] else ''}{row[3]}", terms)) for row in rows]
+    return [(row[0], snippet(f"{row[1]} · {'… ' if row[2] else ''}{row[3]}", query.positive())) for row in rows]
 
 
 def snippet(text_: str, terms: list[Term], width: int = 24) -> str:
