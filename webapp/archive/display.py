@@ -75,23 +75,40 @@ def part(raw: bytes, index: int) -> EmailMessage | None:
     return None
 
 
+_WROTE = re.compile(r"(wrote|schrieb|a écrit|escribió|ha scritto|schreef|написал\(а\)|написал)\s*:\s*$", re.I)
+SIGNATURE_LINES = 15  # a "-- " line followed by at most this many lines is a signature
+
+
 def text_to_html(text: str) -> Markup:
-    """Plain text, escaped, with links made clickable and quoted blocks folded."""
-    out, quoted = [], []
+    """Plain text, escaped, with links made clickable; quoted blocks (with the "… wrote:" line before them) and
+    the signature after a "-- " line folded, so that what is new shows first."""
+    lines = text.splitlines()
+    rendered = [_URL.sub(lambda m: f'<a href="{m.group(0)}" rel="noopener noreferrer nofollow" target="_blank">'
+                                   f'{m.group(0)}</a>', html.escape(line, quote=True)) for line in lines]
+    quoted = [line.lstrip().startswith(">") for line in lines]
+    for i, line in enumerate(lines[:-1]):  # "On Monday, Ann wrote:" belongs to the quote that follows it
+        if not quoted[i] and quoted[i + 1] and _WROTE.search(line):
+            quoted[i] = True
+    signature = next((i for i, line in enumerate(lines) if line.rstrip() == "--"
+                      and len(lines) - i - 1 <= SIGNATURE_LINES), None)
+    out, block = [], []
 
     def flush():
-        if quoted:
-            out.append("<details class=\"quoted\"><summary>Quoted text</summary>" + "\n".join(quoted) + "</details>")
-            quoted.clear()
+        if block:
+            out.append('<details class="quoted"><summary>Quoted text</summary>' + "\n".join(block) + "</details>")
+            block.clear()
 
-    for line in text.splitlines():
-        rendered = _URL.sub(lambda m: f'<a href="{m.group(0)}" rel="noopener noreferrer nofollow" target="_blank">'
-                                      f'{m.group(0)}</a>', html.escape(line, quote=True))
-        if line.lstrip().startswith(">"):
-            quoted.append(rendered)
+    for i, line in enumerate(rendered):
+        if signature is not None and i == signature:
+            flush()
+            out.append('<details class="signature"><summary>Signature</summary>' + "\n".join(rendered[i:])
+                       + "</details>")
+            break
+        if quoted[i]:
+            block.append(line)
         else:
             flush()
-            out.append(rendered)
+            out.append(line)
     flush()
     return Markup("\n".join(out))
 

@@ -4,6 +4,7 @@ nh3 (an allow-list sanitizer) does the cleaning; the result is then only ever sh
 iframe served with its own strict CSP (routes), so a sanitizer miss still cannot run script."""
 import re
 from collections.abc import Callable
+from html.parser import HTMLParser
 
 import nh3
 
@@ -13,7 +14,12 @@ TAGS = {
     "pre", "q", "s", "small", "span", "strike", "strong", "sub", "sup", "table", "tbody", "td", "tfoot", "th",
     "thead", "tr", "tt", "u", "ul",
 }
-COMMON = {"style", "align", "dir", "title", "lang", "width", "height", "valign", "bgcolor", "color"}
+COMMON = {"style", "align", "dir", "title", "lang", "width", "height", "valign", "bgcolor", "color", "class", "id"}
+# The only classes and ids kept: what mail clients mark their quotes and signatures with, so they can be folded.
+QUOTE_MARKS = {"gmail_quote", "yahoo_quoted", "moz-cite-prefix", "protonmail_quote", "zmail_extra", "quote"}
+# Outlook's reply header: the quoted original is everything after it, to the end of its parent.
+QUOTE_REST_MARKS = {"divRplyFwdMsg", "OutlookMessageHeader", "appendonsend"}
+SIGNATURE_MARKS = {"gmail_signature", "moz-signature", "signature", "Signature"}
 ATTRIBUTES = {
     "*": COMMON,
     "a": {"href", "name"},
@@ -47,6 +53,9 @@ def sanitize(html: str, cid_url: Callable[[str], str | None], show_images: bool)
     def attribute_filter(tag: str, attr: str, value: str) -> str | None:
         nonlocal blocked
         value = value.strip()
+        if attr in ("class", "id"):
+            kept = [word for word in value.split() if word in QUOTE_MARKS | QUOTE_REST_MARKS | SIGNATURE_MARKS]
+            return " ".join(kept) or None
         if attr == "style":  # keep the harmless declarations, drop any that could fetch or run something
             kept = [d for d in value.split(";") if d.strip() and not _CSS_DANGER.search(d)]
             return ";".join(kept) or None
@@ -77,4 +86,76 @@ def sanitize(html: str, cid_url: Callable[[str], str | None], show_images: bool)
         filter_style_properties=STYLE_PROPERTIES,
         strip_comments=True,
     )
-    return clean, blocked
+    return fold(clean), blocked
+
+
+class _Folds(HTMLParser):
+    """Where the quotes and signatures of clean HTML start and end (offsets), outermost only."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=False)
+        self.lines = [0]
+        for line in text.splitlines(keepends=True):
+            self.lines.append(self.lines[-1] + len(line))
+        self.stack: list[tuple[str, str | None]] = []  # (tag, fold kind of this element or None)
+        self.folds: list[tuple[int, int, str]] = []
+        self.open_at: int | None = None
+        self.rest_depth: int | None = None  # an Outlook header's parent: the fold ends where it does
+
+    def _offset(self) -> int:
+        line, column = self.getpos()
+        return self.lines[line - 1] + column
+
+    def handle_starttag(self, tag, attrs):
+        if tag in VOID:
+            return
+        marks = set(" ".join(v or "" for k, v in attrs if k in ("class", "id")).split())
+        kind = "quote" if tag == "blockquote" or marks & QUOTE_MARKS else "signature" if marks & SIGNATURE_MARKS \
+            else None
+        if marks & QUOTE_REST_MARKS and self.open_at is None:
+            self.open_at, self.rest_depth = self._offset(), len(self.stack)
+            self.stack.append((tag, None))
+        elif kind and self.open_at is None:
+            self.open_at = self._offset()
+            self.stack.append((tag, kind))
+        else:
+            self.stack.append((tag, None))
+
+    def handle_endtag(self, tag):
+        if tag in VOID or not self.stack:
+            return
+        open_tag, kind = self.stack.pop()
+        if self.rest_depth is not None and len(self.stack) < self.rest_depth:  # the header's parent ends here
+            self.folds.append((self.open_at, self._offset(), "quote"))
+            self.open_at = self.rest_depth = None
+        elif kind and self.open_at is not None:
+            end = self.rawdata.index(">", self._offset()) + 1
+            self.folds.append((self.open_at, end, kind))
+            self.open_at = None
+
+
+VOID = {"br", "hr", "img", "col", "area", "base", "input", "link", "meta", "source", "track", "wbr"}
+SUMMARY = {"quote": "Show quoted text", "signature": "Show signature"}
+
+
+def fold(clean: str) -> str:
+    """Quotes (blockquote, and the containers Gmail, Thunderbird, Outlook, Yahoo mark theirs with) and signatures
+    of clean HTML inside <details>, so that what is new shows first; no script needed, in the sandbox too."""
+    finder = _Folds(clean)
+    finder.feed(clean)
+    finder.close()
+    if finder.rest_depth is not None:  # an Outlook header at the top level: the rest of the mail is the quote
+        finder.folds.append((finder.open_at, len(clean), "quote"))
+    folds: list[tuple[int, int, str]] = []
+    for start, end, kind in finder.folds:  # "On …, Ann wrote:" and the quote after it: one fold
+        if folds and folds[-1][2] == kind == "quote" and not clean[folds[-1][1]:start].strip():
+            folds[-1] = (folds[-1][0], end, kind)
+        else:
+            folds.append((start, end, kind))
+    out, at = [], 0
+    for start, end, kind in folds:
+        out += [clean[at:start], f'<details class="folded {kind}"><summary>{SUMMARY[kind]}</summary>',
+                clean[start:end], "</details>"]
+        at = end
+    out.append(clean[at:])
+    return "".join(out)

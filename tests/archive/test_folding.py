@@ -1,0 +1,45 @@
+"""What is new shows first: quotes and signatures folded in plain text and in HTML mail as the big clients
+write them (Gmail, Thunderbird, Apple Mail, Outlook), never anything lost from the page."""
+import re
+
+import pytest
+
+from webapp.archive.display import text_to_html
+from webapp.archive.sanitize import sanitize
+
+GMAIL = ('<div dir="ltr">Sounds good.</div><br><div class="gmail_quote"><div dir="ltr" class="gmail_attr">On Mon, '
+         'Dec 1, 2026 at 10:00 AM Ann &lt;ann@example.org&gt; wrote:<br></div><blockquote class="gmail_quote" '
+         'style="margin:0px 0px 0px 0.8ex;border-left:1px solid rgb(204,204,204);padding-left:1ex">Shall we?'
+         '</blockquote></div><div><br clear="all"><div dir="ltr" class="gmail_signature">Bob | Ops</div></div>')
+THUNDERBIRD = ('<p>Agreed.</p><div class="moz-cite-prefix">On 01/12/2026 10:00, Ann wrote:<br></div>'
+               '<blockquote type="cite" cite="mid:x@example.org">Shall we?</blockquote><pre class="moz-signature" '
+               'cols="72">-- \nBob</pre>')
+APPLE = '<div>Yes.</div><div><br><blockquote type="cite"><div>On 1 Dec 2026, Ann wrote:</div>Shall we?</blockquote></div>'
+OUTLOOK = ('<div class="WordSection1"><p>Fine by me.</p><div id="appendonsend"></div><hr style="display:inline-block;'
+           'width:98%"><div id="divRplyFwdMsg" dir="ltr"><b>From:</b> Ann<br><b>Sent:</b> Monday</div>'
+           '<div>Shall we?</div></div>')
+
+
+@pytest.mark.parametrize("mail, new, kinds", [(GMAIL, "Sounds good.", ["quote", "signature"]),
+                                              (THUNDERBIRD, "Agreed.", ["quote", "signature"]),
+                                              (APPLE, "Yes.", ["quote"]), (OUTLOOK, "Fine by me.", ["quote"])])
+def test_html_quotes_and_signatures_fold_and_nothing_is_lost(mail, new, kinds):
+    clean, _ = sanitize(mail, lambda cid: None, False)
+    assert re.findall(r'<details class="folded (\w+)">', clean) == kinds
+    before_fold = clean.split("<details")[0]
+    assert new in before_fold and "Shall we?" not in before_fold  # the new text first, the quote folded
+    assert "Shall we?" in clean  # and still there, one click away
+    assert re.sub(r"<[^>]+>", "", clean).count("Shall we?") == 1
+
+
+def test_plain_text_folds_the_attribution_with_its_quote_and_the_signature():
+    shown = text_to_html("Sounds good.\n\nOn Mon, 1 Dec 2026, Ann wrote:\n> Shall we?\n> Yes?\n\n-- \nBob\nOps")
+    first = shown.split("<details")[0]
+    assert "Sounds good." in first and "wrote:" not in first
+    assert re.findall(r'<details class="(\w+)">', shown) == ["quoted", "signature"]
+    assert "Bob" in shown.split('<details class="signature">')[1]
+
+
+def test_a_long_text_after_dashes_is_not_taken_for_a_signature():
+    text = "Intro\n--\n" + "\n".join(f"line {i}" for i in range(40))
+    assert "signature" not in text_to_html(text)
