@@ -14,7 +14,8 @@ GMAIL = ('<div dir="ltr">Sounds good.</div><br><div class="gmail_quote"><div dir
 THUNDERBIRD = ('<p>Agreed.</p><div class="moz-cite-prefix">On 01/12/2026 10:00, Ann wrote:<br></div>'
                '<blockquote type="cite" cite="mid:x@example.org">Shall we?</blockquote><pre class="moz-signature" '
                'cols="72">-- \nBob</pre>')
-APPLE = '<div>Yes.</div><div><br><blockquote type="cite"><div>On 1 Dec 2026, Ann wrote:</div>Shall we?</blockquote></div>'
+APPLE = ('<div>Yes.</div><div><br><blockquote type="cite"><div>On 1 Dec 2026, Ann wrote:</div>Shall we?'
+         '</blockquote></div>')
 OUTLOOK = ('<div class="WordSection1"><p>Fine by me.</p><div id="appendonsend"></div><hr style="display:inline-block;'
            'width:98%"><div id="divRplyFwdMsg" dir="ltr"><b>From:</b> Ann<br><b>Sent:</b> Monday</div>'
            '<div>Shall we?</div></div>')
