@@ -44,3 +44,39 @@ def test_plain_text_folds_the_attribution_with_its_quote_and_the_signature():
 def test_a_long_text_after_dashes_is_not_taken_for_a_signature():
     text = "Intro\n--\n" + "\n".join(f"line {i}" for i in range(40))
     assert "signature" not in text_to_html(text)
+
+
+def test_a_long_thread_opens_at_what_is_new_since_the_last_visit(app, client, db, make_user, login):
+    from datetime import timedelta
+
+    from webapp.archive import ingest
+    from webapp.archive.models import Message, Thread
+    from webapp.spaces.services import create_site_space
+    from webapp.timeutil import utcnow
+
+    space = create_site_space(make_user("ann"), "TEAM", "Team")
+    db.session.commit()
+
+    def post(i):
+        reply = f"In-Reply-To: <t{i - 1}@example.org>\r\nReferences: <t0@example.org>\r\n" if i else ""
+        head = f"From: Ann <ann@example.org>\r\nSubject: Plan\r\nMessage-ID: <t{i}@example.org>\r\n"
+        ingest.store(space.id, None, (head + f"Date: Tue, 01 Dec 2026 1{i % 10}:00:00 +0000\r\n{reply}\r\n"
+                                      f"Part {i}.\r\n").encode())
+        db.session.commit()
+
+    for i in range(7):
+        post(i)
+    login(make_user("root", admin=True))
+    thread = db.session.query(Thread).one()
+    first = client.get(f"/spaces/TEAM/mail/threads/{thread.id}").get_data(as_text=True)
+    assert 'class="seen"' not in first and "new since your last visit" not in first  # first visit: all open
+    for message in db.session.query(Message):  # as if archived before that visit
+        message.received_at = utcnow() - timedelta(hours=1)
+    db.session.commit()
+    post(7)
+    post(8)
+    again = client.get(f"/spaces/TEAM/mail/threads/{thread.id}").get_data(as_text=True)
+    assert "2 new since your last visit" in again and again.count('<details class="seen">') == 7
+    assert "Part 8." in again.split('<details class="seen">')[-1].split("</details>", 1)[1]  # the new one, open
+    third = client.get(f"/spaces/TEAM/mail/threads/{thread.id}").get_data(as_text=True)
+    assert "new since your last visit" not in third  # nothing new: the whole thread, open

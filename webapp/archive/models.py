@@ -101,6 +101,18 @@ class Thread(db.Model):
     last_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class ThreadVisit(db.Model):
+    """When a person last opened a thread: its page folds what they have seen and opens what came after."""
+
+    __tablename__ = "archive_thread_visits"
+    __table_args__ = (UniqueConstraint("user_id", "thread_id", name="uq_archive_thread_visits_user_thread"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    thread_id: Mapped[int] = mapped_column(ForeignKey("archive_threads.id", ondelete="CASCADE"), index=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Message(db.Model):
     """One archived message: fields parsed within limits; the raw bytes (the truth) live in MessageRaw."""
 

@@ -9,6 +9,7 @@ from flask import Response, abort, flash, redirect, render_template, request, se
 from flask_login import current_user, login_required
 from markupsafe import Markup
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from webapp.auth.feed_tokens import feed_token
 from webapp.archive import bp, display, importing, reading, services, trash
@@ -247,8 +248,16 @@ def thread(key, thread_id):
         shown = _shown(msg)
         bodies[msg.id] = display.text_to_html(shown.text) if shown.text is not None else None
     newer, older = reading.adjacent_threads(found)
-    return _private(Response(render_template("archive/thread.html", space=space, thread=found, tree=tree,
-                                             bodies=bodies, newer=newer, older=older)))
+    seen = reading.last_visit(current_user.id, found)
+    new = {m.id for m, _depth in tree if seen is None or m.received_at > seen}
+    fold = seen is not None and len(tree) > reading.LONG_THREAD and 0 < len(new) < len(tree)
+    page = render_template("archive/thread.html", space=space, thread=found, tree=tree, bodies=bodies, newer=newer,
+                           older=older, seen=seen, new=new, fold=fold)
+    try:
+        db.session.commit()
+    except IntegrityError:  # the same reader's other tab noted the visit first
+        db.session.rollback()
+    return _private(Response(page))
 
 
 @bp.route("/spaces/<key>/mail/export.mbox")

@@ -7,9 +7,10 @@ from sqlalchemy import and_, select, text, tuple_
 
 from webapp.archive import query as operators
 from webapp.archive import search
-from webapp.archive.models import Message, MessageRaw, Thread
+from webapp.archive.models import Message, MessageRaw, Thread, ThreadVisit
 from webapp.extensions import db
 from webapp.params import MAX_ID
+from webapp.timeutil import utcnow
 
 PAGE = 50
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
@@ -225,3 +226,17 @@ def export_query(space_id: int, thread_id: int | None = None, month: str = ""):
     if bounds:
         query = query.where(and_(Message.date >= bounds[0], Message.date < bounds[1]))
     return query
+
+
+LONG_THREAD = 5  # threads longer than this fold what the reader has seen
+
+
+def last_visit(user_id: int, thread: Thread):
+    """When `user_id` last opened `thread` (None the first time), and now noted as this visit. The caller commits."""
+    visit = db.session.scalar(select(ThreadVisit).where(ThreadVisit.user_id == user_id,
+                                                        ThreadVisit.thread_id == thread.id))
+    if visit is None:
+        db.session.add(ThreadVisit(user_id=user_id, thread_id=thread.id, seen_at=utcnow()))
+        return None
+    previous, visit.seen_at = visit.seen_at, utcnow()
+    return previous
