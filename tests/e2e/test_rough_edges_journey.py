@@ -65,3 +65,69 @@ def test_rough_edges_in_a_browser(app, live_server, page, console_errors, make_u
                                                                                                   "false")
     assert messages and messages[0].startswith("Switch off mail archiving for every space?")
     assert console_errors == []
+
+
+def test_more_rough_edges_one_assertion_each(app, live_server, page, console_errors, make_user, sinks, run_jobs):
+    from tests.archive.helpers import message as make_message
+    from tests.outgoing.helpers import add_server
+    from webapp.archive.models import Message
+    from webapp.content.services import create_page
+    from webapp.outgoing.queue import queue_mail
+    from webapp.settings import SiteSettings
+
+    root = make_user("root", admin=True)
+    space = create_site_space(root, "TEAM", "Team")
+    for i in range(60):
+        ingest.store(space.id, None, make_message(i, subject=f"Number {i:03d}", attachment=i == 59))
+    for i in range(3):
+        ingest.store(space.id, None, make_message(100 + i, subject=f"Topic {i}"))
+    runbook = create_page(space, root, "Runbook", "v1")
+    add_server(sinks, sinks.plain)
+    for i in range(3):
+        queue_mail(f"r{i}@example.org", "Queued", "Body")
+    db.session.commit()
+    sign_in(page, live_server, "root", PASSWORD)
+
+    page.goto(f"{live_server}/spaces/TEAM/mail")
+    page.get_by_role("link", name="Older →").click()
+    expect(page.get_by_role("navigation", name="Pages")).to_contain_text("Messages 51–63")  # where you are
+    expect(page.get_by_role("link", name="← Newest")).to_be_visible()  # the way back beside Older
+
+    with_file = db.session.query(Message).filter_by(subject="Number 059").one()
+    page.goto(f"{live_server}/spaces/TEAM/mail/messages/{with_file.id}")
+    expect(page.locator(".attachments, ul").filter(has_text="application/pdf")).to_contain_text(" bytes")
+
+    topic = db.session.query(Message).filter_by(subject="Topic 1").one()
+    page.goto(f"{live_server}/spaces/TEAM/mail/threads/{topic.thread_id}")
+    expect(page.get_by_role("link", name="← Newer thread: Topic 2")).to_be_visible()
+
+    page.goto(f"{live_server}/spaces/new")
+    expect(page.get_by_label("Description (optional)")).to_be_visible()
+
+    page.goto(f"{live_server}/profile")
+    expect(page.get_by_text("At least 10 characters").first).to_be_visible()
+
+    page.goto(f"{live_server}/admin/mail-servers/new")
+    page.get_by_label("From name").fill("${full_name} via Team")
+    page.get_by_role("button", name="Add server").click()
+    expect(page.get_by_text("Unknown variable ${full_name}: the From name knows")).to_be_visible()
+
+    page.goto(f"{live_server}/admin/settings")
+    expect(page.get_by_label("Daily report subject")).to_have_value("Your daily report")
+
+    page.goto(f"{live_server}/admin/mail-queue")
+    page.get_by_role("button", name="Flush mail queue").click()
+    expect(page.get_by_text("Sending 3 queued mails now")).to_be_visible()
+    run_jobs()
+    expect(page.get_by_text("Nothing is waiting to be sent.")).to_be_visible()  # the list follows by itself
+
+    page.goto(f"{live_server}/spaces/TEAM/pages/{runbook.id}/edit")
+    page.get_by_label("Content (Markdown)").fill("v2")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Watchers will be told at")).to_be_visible()
+
+    SiteSettings.get().mail_archiving_enabled = False
+    db.session.commit()
+    page.goto(f"{live_server}/spaces/TEAM/mail/messages/{topic.id}")
+    expect(page.get_by_text("Mail archiving is switched off on this site")).to_be_visible()
+    assert [e for e in console_errors if "status of 404" not in e] == []  # that last page is a 404, saying why
