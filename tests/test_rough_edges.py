@@ -5,21 +5,16 @@ import re
 import pytest
 
 from tests.archive.helpers import message as make_message
+from tests.archive.helpers import team_with_reader
 from tests.outgoing.helpers import add_server
 from webapp.archive import ingest
 from webapp.archive.display import format_size
-from webapp.spaces.models import VIEW, SpaceRole
 from webapp.spaces.services import create_site_space
 
 
 @pytest.fixture
 def reader(app, db, make_user, login):
-    admin, reader = make_user("ann"), make_user("rita")
-    space = create_site_space(admin, "TEAM", "Team")
-    db.session.add(SpaceRole(space=space, user=reader, role=VIEW))
-    db.session.commit()
-    login(reader)
-    return space
+    return team_with_reader(db, make_user, login)
 
 
 def _links(body: str) -> dict[str, str]:

@@ -85,3 +85,16 @@ def mixed_mailbox() -> list[bytes]:
          "Message-ID: <umlaut@example.de>\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
          "Content-Transfer-Encoding: quoted-printable\r\n\r\nSch=F6ne Gr=FC=DFe\r\n").encode(),
     ]
+
+
+def team_with_reader(db, make_user, login):
+    """TEAM, administered by ann, with rita (View) signed in on the test client: the Mail tab as a reader sees it."""
+    from webapp.spaces.models import VIEW, SpaceRole
+    from webapp.spaces.services import create_site_space
+
+    admin, reader = make_user("ann"), make_user("rita")
+    space = create_site_space(admin, "TEAM", "Team")
+    db.session.add(SpaceRole(space=space, user=reader, role=VIEW))
+    db.session.commit()
+    login(reader)
+    return space

@@ -1,19 +1,14 @@
 """Links that last and archives people follow: permalinks by Message-ID, the Atom feed."""
 import pytest
 
+from tests.archive.helpers import team_with_reader
 from webapp.archive import ingest
-from webapp.spaces.models import VIEW, SpaceRole
-from webapp.spaces.services import create_site_space
+from webapp.spaces.models import SpaceRole
 
 
 @pytest.fixture
 def team(app, db, make_user, login):
-    admin, reader = make_user("ann"), make_user("rita")
-    space = create_site_space(admin, "TEAM", "Team")
-    db.session.add(SpaceRole(space=space, user=reader, role=VIEW))
-    db.session.commit()
-    login(reader)
-    return space
+    return team_with_reader(db, make_user, login)
 
 
 def mail(msgid: str, subject: str, body: str = "Body.", extra: str = "") -> bytes:
@@ -83,7 +78,6 @@ def test_the_feed_reads_in_a_real_feed_parser_with_the_token_only(app, client, t
 
 def test_resetting_the_token_ends_old_links_and_a_lost_role_ends_the_feed(app, client, team, db):
     from webapp.auth.models import User
-    from webapp.spaces.models import SpaceRole
 
     old = _feed_links(client)["every message"]
     stranger = app.test_client()

@@ -3,23 +3,16 @@ import mailbox
 import re
 
 import pytest
-from sqlalchemy import select
 
 from tests.archive.helpers import message as make_message
+from tests.archive.helpers import team_with_reader
 from webapp.archive import ingest
 from webapp.archive.models import Message
-from webapp.spaces.models import VIEW, SpaceRole
-from webapp.spaces.services import create_site_space
 
 
 @pytest.fixture
 def reader(app, db, make_user, login):
-    admin, reader = make_user("ann"), make_user("rita")
-    space = create_site_space(admin, "TEAM", "Team")
-    db.session.add(SpaceRole(space=space, user=reader, role=VIEW))
-    db.session.commit()
-    login(reader)
-    return space
+    return team_with_reader(db, make_user, login)
 
 
 def store(space, raw) -> Message:

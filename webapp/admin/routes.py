@@ -75,13 +75,9 @@ def invitation_action(link_id, action):
     if link is None:
         abort(404)
     if ToggleForm().validate_on_submit():
-        if action == "resend":
-            links.resend(link, current_user)
-        else:
-            links.revoke(link)
+        message = links.act(link, action, current_user)
         db.session.commit()
-        flash(f"Invitation to {link.email} sent again with a new link." if action == "resend" else
-              f"Invitation to {link.email} withdrawn: its link no longer works.", "success")
+        flash(message, "success")
     return redirect(url_for("admin.users") + "#invitations")
 
 

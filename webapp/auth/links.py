@@ -128,6 +128,15 @@ def revoke(link: AccountLink) -> None:
     link.revoked_at = utcnow()
 
 
+def act(link: AccountLink, action: str, actor: User) -> str:
+    """An invitation's Resend or Withdraw button; returns what the page says about it."""
+    if action == "resend":
+        resend(link, actor)
+        return f"Invitation to {link.email} sent again with a new link; the old one no longer works."
+    revoke(link)
+    return f"Invitation to {link.email} withdrawn: its link no longer works."
+
+
 def pending_invitations(space=None) -> list[AccountLink]:
     """Invitations not yet accepted nor revoked (expired ones too, so they can be resent), newest first."""
     query = select(AccountLink).where(AccountLink.kind == INVITE, AccountLink.used_at.is_(None),

@@ -124,10 +124,9 @@ def invitation_action(key, link_id, action):
     if link is None:
         abort(404)
     if ConfirmForm().validate_on_submit():
-        links.resend(link, current_user) if action == "resend" else links.revoke(link)
+        message = links.act(link, action, current_user)
         db.session.commit()
-        flash(f"Invitation to {link.email} sent again with a new link." if action == "resend" else
-              f"Invitation to {link.email} withdrawn.", "success")
+        flash(message, "success")
     return redirect(url_for("spaces.permissions", key=space.key) + "#invitations")
 
 
