@@ -17,6 +17,7 @@ def test_worker_check_polls_until_done_and_app_switch(app, live_server, page, co
     page.get_by_role("link", name="Manage apps").click()
     switch = page.get_by_role("switch")
     expect(switch).to_have_text("On")
+    page.once("dialog", lambda dialog: dialog.accept())  # switching the whole app off asks first
     switch.click()
     expect(page.get_by_role("switch")).to_have_text("Off")
     page.reload()
