@@ -71,6 +71,11 @@ def test_no_serious_or_critical_violations_on_any_page_type(app, live_server, br
             found[path] = result["violations"]
 
     secret = "secret-" + "x" * 30
+    page.goto(live_server + "/login")
+    for _ in range(3):  # focus is visible on whatever the keyboard reaches: links, fields, buttons
+        page.keyboard.press("Tab")
+        outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+        assert outline not in ("", "none"), page.evaluate("document.activeElement.outerHTML")
     for path in ("/login", "/login/forgot", f"/invite/invite-{secret}", f"/login/reset/reset-{secret}"):
         check(path)
     check("/invite/used-up")
