@@ -5,6 +5,8 @@ import hashlib
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import PASSWORD
 from tests.e2e.test_foundation_journey import sign_in
 from webapp.archive import ingest
@@ -17,6 +19,7 @@ from webapp.outgoing.servers import ServerData, create_server
 from webapp.spaces.services import create_site_space
 from webapp.timeutil import utcnow
 
+pytestmark = pytest.mark.one_engine
 AXE = Path(__file__).parent / "vendor" / "axe-4.10.3.min.js"
 RUN = """async () => {
   const tags = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"];

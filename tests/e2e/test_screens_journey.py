@@ -13,6 +13,7 @@ from webapp.archive.models import Message
 from webapp.extensions import db
 from webapp.spaces.services import create_site_space
 
+pytestmark = pytest.mark.one_engine
 WIDTHS = {"phone": (390, 844), "desktop": (1280, 900)}
 
 

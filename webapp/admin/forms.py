@@ -44,8 +44,8 @@ class SiteSettingsForm(FlaskForm):
     daily_report_hour = SelectField("Daily report at", choices=[SelectChoice(h, f"{h:02d}:00") for h in range(24)],
                                     coerce=int, default=8, description="In the site's time zone.")
     daily_report_subject = StringField("Daily report subject", default="Your daily report",
-                                       validators=[InputRequired(message="Enter a subject."), Length(max=200),
-                                                   no_control_chars], filters=[strip])
+                                       description="Left empty, it stays as it is.",
+                                       validators=[Optional(), Length(max=200), no_control_chars], filters=[strip])
     submit = SubmitField("Save settings")
 
 

@@ -48,5 +48,5 @@ class ChangeRoleForm(FlaskForm):
 
 class InviteToSpaceForm(FlaskForm):
     email = PersonFields.email
-    role = SelectField("Role", choices=ROLE_CHOICES, default="view")
+    role = SelectField("Their role here", choices=ROLE_CHOICES, default="view")
     submit = SubmitField("Invite")
