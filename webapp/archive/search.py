@@ -316,8 +316,11 @@ def _best_sqlite(params: dict, query: TextQuery, matches: str = _MATCHES) -> lis
         "SELECT m.id FROM (SELECT rowid AS id FROM search_messages WHERE search_messages MATCH :q "
         "ORDER BY rowid DESC LIMIT :among) f JOIN archive_messages m ON m.id = f.id "
         "WHERE m.space_id = :space AND m.deleted_at IS NULL" + cond, {**params, "among": RANKED_AMONG})
-    if len(candidates) < min(params["limit"], RANKED_AMONG):  # other spaces' mail came first: this space's all
-        candidates = _column(matches, params)
+    if len(candidates) < min(params["limit"], RANKED_AMONG):
+        # Other spaces' mail came first (the newest rowids are theirs): this space's own newest matches, found by
+        # its date index as newest-first finds them, not all its matches (3-6 s for a common word at 1,000,000;
+        # docs/benchmarks.md, B8).
+        candidates = _newest_sqlite({**params, "limit": RANKED_AMONG}, None, matches)
     if not candidates:
         return []
     words = fts5_query(TextQuery(terms=[Term("word", w) if t.kind == "phrase" else t for t in query.positive()
