@@ -200,3 +200,42 @@ def test_admin_edits_a_person_and_sends_a_reset_link(app, client, make_user, log
     [path] = links_in(mail, "robert@example.org")
     text = mail.messages[0].message.get_body(("plain",)).get_content()
     assert "A system administrator" in text and "72 hours" in text
+
+
+def test_bad_input_gets_a_message_and_changes_nothing(app, client, make_user, login, mail, run_jobs):
+    from webapp.settings import SiteSettings
+
+    make_user("taken")
+    root = make_user("root", admin=True)
+    admin = login(root)
+    bad_address = admin.post("/admin/invitations", data={"email": "not an address"}).get_data(as_text=True)
+    assert "Invite people" in bad_address and "field-error" in bad_address
+    SiteSettings.get().space_admins_invite = True
+    create_site_space(root, "TEAM", "Team")
+    db.session.commit()
+    space_bad = admin.post("/spaces/TEAM/permissions/invite", data={"invite-email": "x@", "invite-role": "owner"})
+    assert space_bad.status_code == 200 and "field-error" in space_bad.get_data(as_text=True)
+    assert db.session.scalars(select(AccountLink)).all() == [] and db.session.query(OutboundMail).count() == 0
+    assert "field-error" in client.post("/login/forgot", data={"login": ""}).get_data(as_text=True)
+    assert db.session.query(OutboundMail).count() == 0
+    bob = make_user("bob")
+    edited = admin.post(f"/admin/users/{bob.id}/edit", data={"username": "Bad Name!", "full_name": "B\x07",
+                                                             "email": "nope"}).get_data(as_text=True)
+    assert edited.count("field-error") >= 3
+    db.session.expire_all()
+    assert (db.session.get(User, bob.id).username, db.session.get(User, bob.id).email) == ("bob", "bob@example.org")
+
+    admin.post("/admin/invitations", data={"email": "new@example.org"})
+    client.post("/login/forgot", data={"login": "bob"})
+    run_jobs()
+    guest = anonymous(app, client)
+    guest.get(links_in(mail, "new@example.org")[0])
+    taken = guest.post("/invite", data={"username": "taken", "full_name": "New", "password": NEW_PASSWORD,
+                                        "confirm": NEW_PASSWORD})
+    assert "That username is taken." in taken.get_data(as_text=True)
+    assert db.session.scalars(select(AccountLink).where(AccountLink.kind == "invite")).one().used_at is None
+    resetter = anonymous(app, client)
+    resetter.get(links_in(mail, "bob@example.org")[0])
+    mismatch = resetter.post("/login/reset", data={"password": NEW_PASSWORD, "confirm": NEW_PASSWORD + "x"})
+    assert "The passwords differ." in mismatch.get_data(as_text=True)
+    assert anonymous(app, client).post("/login", data={"login": "bob", "password": PASSWORD}).status_code == 302
