@@ -53,16 +53,14 @@ def decode_cursor(value: str | None) -> tuple[datetime, int] | None:
 
 
 def _message_filters(query, space_id: int, filters: Filters):
+    """The live archive of a space, narrowed by the filters beside the box (as conditions, like the search's)."""
     query = query.where(Message.space_id == space_id, Message.deleted_at.is_(None))
-    if filters.sender:
-        folded = filters.sender.casefold().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(Message.sender_key.like(f"%{folded}%", escape="\\"))
-    bounds = month_bounds(filters.month)
-    if bounds:
-        query = query.where(Message.date >= bounds[0], Message.date < bounds[1])
-    if filters.attachments:
-        query = query.where(Message.has_attachments.is_(True))
-    return query
+    return _where(query, _conditions(filters, operators.Query(), "archive_messages"))
+
+
+def _where(query, conditions):
+    where, params = conditions(db.session.get_bind().dialect.name, lambda name: f":{name}")
+    return query.where(text(" AND ".join(where)).bindparams(**params)) if where else query
 
 
 def _conditions(filters: Filters, parsed: operators.Query, table: str = "m"):
@@ -112,11 +110,8 @@ def messages(space_id: int, filters: Filters, before=None, zone=timezone.utc) ->
         found = {m.id: m for m in db.session.execute(_listed().where(Message.id.in_(list(snippets))))}
         rows = [found[i] for i in snippets if i in found]
     else:
-        query = _listed().where(Message.space_id == space_id, Message.deleted_at.is_(None))
-        where, params = _conditions(filters, parsed, "archive_messages")(db.session.get_bind().dialect.name,
-                                                                         lambda name: f":{name}")
-        if where:
-            query = query.where(text(" AND ".join(where)).bindparams(**params))
+        query = _where(_listed().where(Message.space_id == space_id, Message.deleted_at.is_(None)),
+                       _conditions(filters, parsed, "archive_messages"))
         if before:
             query = query.where(tuple_(Message.date, Message.id) < tuple_(*before))
         rows = list(db.session.execute(query.order_by(Message.date.desc(), Message.id.desc()).limit(PAGE + 1)))
