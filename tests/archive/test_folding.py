@@ -78,5 +78,13 @@ def test_a_long_thread_opens_at_what_is_new_since_the_last_visit(app, client, db
     again = client.get(f"/spaces/TEAM/mail/threads/{thread.id}").get_data(as_text=True)
     assert "2 new since your last visit" in again and again.count('<details class="seen">') == 7
     assert "Part 8." in again.split('<details class="seen">')[-1].split("</details>", 1)[1]  # the new one, open
+    reload = client.get(f"/spaces/TEAM/mail/threads/{thread.id}").get_data(as_text=True)
+    assert "2 new since your last visit" in reload  # a reload within the minute is the same visit
+    from webapp.archive.models import ThreadVisit
+
+    for message in db.session.query(Message):  # later: everything was archived before that visit
+        message.received_at = utcnow() - timedelta(minutes=3)
+    db.session.query(ThreadVisit).update({"seen_at": utcnow() - timedelta(minutes=2)})
+    db.session.commit()
     third = client.get(f"/spaces/TEAM/mail/threads/{thread.id}").get_data(as_text=True)
     assert "new since your last visit" not in third  # nothing new: the whole thread, open

@@ -253,10 +253,11 @@ def thread(key, thread_id):
     fold = seen is not None and len(tree) > reading.LONG_THREAD and 0 < len(new) < len(tree)
     page = render_template("archive/thread.html", space=space, thread=found, tree=tree, bodies=bodies, newer=newer,
                            older=older, seen=seen, new=new, fold=fold)
-    try:
-        db.session.commit()
-    except IntegrityError:  # the same reader's other tab noted the visit first
-        db.session.rollback()
+    if db.session.dirty or db.session.new:
+        try:
+            db.session.commit()
+        except IntegrityError:  # the same reader's other tab noted the visit first
+            db.session.rollback()
     return _private(Response(page))
 
 

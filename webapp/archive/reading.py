@@ -1,7 +1,7 @@
 """What readers browse: keyset-paged message and thread lists with filters, thread trees, exports."""
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import and_, select, text, tuple_
 
@@ -160,13 +160,16 @@ def threads(space_id: int, filters: Filters, before=None) -> tuple[list[Thread],
     return rows[:PAGE], cursor
 
 
-def adjacent_threads(thread: Thread) -> tuple[Thread | None, Thread | None]:
-    """(the next newer thread, the next older one) in the Mail tab's thread order: newest activity first."""
+def adjacent_threads(thread: Thread) -> tuple:
+    """(the next newer thread, the next older one) as (id, subject) rows, in the Mail tab's thread order: newest
+    activity first."""
     key = tuple_(Thread.last_date, Thread.id)
     here = tuple_(thread.last_date, thread.id)
-    base = select(Thread).where(Thread.space_id == thread.space_id, Thread.message_count > 0)
-    newer = db.session.scalar(base.where(key > here).order_by(Thread.last_date.asc(), Thread.id.asc()).limit(1))
-    older = db.session.scalar(base.where(key < here).order_by(Thread.last_date.desc(), Thread.id.desc()).limit(1))
+    base = select(Thread.id, Thread.subject).where(Thread.space_id == thread.space_id, Thread.message_count > 0)
+    newer = db.session.execute(base.where(key > here).order_by(Thread.last_date.asc(), Thread.id.asc())
+                               .limit(1)).first()
+    older = db.session.execute(base.where(key < here).order_by(Thread.last_date.desc(), Thread.id.desc())
+                               .limit(1)).first()
     return newer, older
 
 
@@ -224,14 +227,19 @@ def export_query(space_id: int, thread_id: int | None = None, month: str = ""):
 
 
 LONG_THREAD = 5  # threads longer than this fold what the reader has seen
+VISIT_GAP = timedelta(minutes=1)
 
 
 def last_visit(user_id: int, thread: Thread):
-    """When `user_id` last opened `thread` (None the first time), and now noted as this visit. The caller commits."""
+    """When `user_id` last opened `thread` (None the first time), and now noted as this visit; a visit within the
+    last minute is the same visit (a reload writes nothing). The caller commits when the session is dirty."""
     visit = db.session.scalar(select(ThreadVisit).where(ThreadVisit.user_id == user_id,
                                                         ThreadVisit.thread_id == thread.id))
+    now = utcnow()
     if visit is None:
-        db.session.add(ThreadVisit(user_id=user_id, thread_id=thread.id, seen_at=utcnow()))
+        db.session.add(ThreadVisit(user_id=user_id, thread_id=thread.id, seen_at=now))
         return None
-    previous, visit.seen_at = visit.seen_at, utcnow()
+    previous = visit.seen_at
+    if previous < now - VISIT_GAP:
+        visit.seen_at = now
     return previous
