@@ -1,9 +1,10 @@
 """The pages behind mailed links: accept an invitation, forgot password and reset, confirm a new address.
 
-A link's secret leaves the address bar at once: the first GET keeps it in the session and redirects to the same
-page without it, so it is not in the browser history, a Referer, or a proxy's log of later requests.
+A link's secret rides in the query string (`?token=`), which the access log leaves out (the Procfile logs the path
+only), and leaves the address bar at once: the first GET keeps it in the session and redirects to the same page
+without it, so it is not in the browser history, a Referer, or a proxy's log of later requests.
 """
-from flask import flash, redirect, render_template, session, url_for
+from flask import flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
 from webapp.auth import bp, links
@@ -41,18 +42,21 @@ def _stashed(kind: str):
     return links.live(kind, session.get(f"link_{kind}"))
 
 
+def _arriving(kind: str):
+    """The first visit from the mail (`?token=` present): keep the secret in the session, then the bare page."""
+    return _stash(kind, request.args["token"]) if "token" in request.args and request.method == "GET" else None
+
+
 def _dead(kind: str, text: str | None = None, status: int = 410):
     title, default = DEAD[kind]
     return render_template("error.html", code=status, title=title, text=text or default), status
 
 
-@bp.route("/invite/<token>")
-def invitation_link(token):
-    return _stash(INVITE, token)
-
-
 @bp.route("/invite", methods=["GET", "POST"])
 def accept_invitation():
+    arriving = _arriving(INVITE)
+    if arriving is not None:
+        return arriving
     link = _stashed(INVITE)
     if link is None:
         return _dead(INVITE)
@@ -98,13 +102,11 @@ def forgot_password():
     return render_template("auth/forgot.html", form=form, sent=sent, login=form.login.data), status
 
 
-@bp.route("/login/reset/<token>")
-def reset_link(token):
-    return _stash(RESET, token)
-
-
 @bp.route("/login/reset", methods=["GET", "POST"])
 def reset_password():
+    arriving = _arriving(RESET)
+    if arriving is not None:
+        return arriving
     link = _stashed(RESET)
     if link is None:
         return _dead(RESET)
@@ -122,13 +124,11 @@ def reset_password():
     return render_template("auth/reset.html", form=form, link=link)
 
 
-@bp.route("/profile/email/<token>")
-def email_link(token):
-    return _stash(EMAIL, token)
-
-
 @bp.route("/profile/email", methods=["GET", "POST"])
 def confirm_email():
+    arriving = _arriving(EMAIL)
+    if arriving is not None:
+        return arriving
     link = _stashed(EMAIL)
     if link is None:
         return _dead(EMAIL)

@@ -21,7 +21,8 @@ from webapp.outgoing.queue import queue_mail
 from webapp.settings import SiteSettings, base_url
 from webapp.timeutil import utcnow
 
-PATHS = {INVITE: "/invite/", RESET: "/login/reset/", EMAIL: "/profile/email/"}
+# The secret goes in the query string: the access log records the path only (Procfile's access-logformat).
+PATHS = {INVITE: "/invite?token=", RESET: "/login/reset?token=", EMAIL: "/profile/email?token="}
 
 
 def _hash(token: str) -> str:
