@@ -131,3 +131,45 @@ def test_more_rough_edges_one_assertion_each(app, live_server, page, console_err
     page.goto(f"{live_server}/spaces/TEAM/mail/messages/{topic.id}")
     expect(page.get_by_text("Mail archiving is switched off on this site")).to_be_visible()
     assert [e for e in console_errors if "status of 404" not in e] == []  # that last page is a 404, saying why
+
+
+def test_fetching_testing_and_the_from_preview_in_a_browser(app, live_server, page, console_errors, make_user,
+                                                            run_jobs):
+    from tests.e2e.test_foundation_journey import htmx_settled
+    from webapp.archive.models import FetchRun
+    from webapp.archive.services import AccountData, create_account
+    from webapp.settings import SiteSettings
+
+    SiteSettings.get().site_title = "Team Hub"
+    root = make_user("root", admin=True, full_name="Rita Root")
+    space = create_site_space(root, "TEAM", "Team")
+    account = create_account(space, AccountData(
+        name="Team inbox", description="", protocol="imaps", host="mail.example.org", port=993, username="team",
+        password="pw", require_starttls=False, folder="INBOX", trusted_ca_pem="", keep_on_server=False))
+    db.session.add(FetchRun(account_id=account.id, state="running", total=1200, fetched=300, duplicates=12))
+    db.session.commit()
+    sign_in(page, live_server, "root", PASSWORD)
+
+    page.goto(f"{live_server}/spaces/TEAM/mail")
+    expect(page.get_by_text("fetching: 312 of 1,200…")).to_be_visible()  # live counts
+    expect(page.get_by_role("button", name="Fetching…")).to_be_disabled()  # no second fetch while one runs
+
+    page.goto(f"{live_server}/spaces/TEAM/mail-accounts/new")
+    page.get_by_label("Account name").fill("LAN box")
+    page.get_by_label("Hostname").fill("127.0.0.1")
+    page.get_by_label("Username").fill("team")
+    page.get_by_label("Password").fill("secret password")
+    htmx_settled(page)
+    page.get_by_role("button", name="Test connection").click()
+    expect(page.get_by_role("button", name="Testing…")).to_be_disabled()  # while the test runs
+    run_jobs()
+    expect(page.locator("#connection-test")).to_contain_text(
+        "Administration › Manage apps › Mail archiving settings", timeout=10_000)  # the menu path that exists
+    expect(page.get_by_role("button", name="Test connection")).to_be_enabled()
+
+    page.goto(f"{live_server}/admin/mail-servers/new")
+    page.get_by_label("From address").fill("hub@example.org")
+    page.get_by_label("From name").fill("${fullname} via Team Hub")
+    expect(page.locator("#from-preview")).to_contain_text("The site's own mail (daily reports, invitations): "
+                                                          "Team Hub <hub@example.org>")  # no "Team Hub via Team Hub"
+    assert console_errors == []
