@@ -173,3 +173,30 @@ def test_fetching_testing_and_the_from_preview_in_a_browser(app, live_server, pa
     expect(page.locator("#from-preview")).to_contain_text("The site's own mail (daily reports, invitations): "
                                                           "Team Hub <hub@example.org>")  # no "Team Hub via Team Hub"
     assert console_errors == []
+
+
+def test_plain_imap_to_a_server_offering_starttls_says_to_turn_it_on(app, live_server, page, console_errors,
+                                                                    make_user, dovecot, run_jobs):
+    from tests.archive.helpers import allow_loopback
+    from tests.e2e.test_foundation_journey import htmx_settled
+
+    root = make_user("root", admin=True)
+    create_site_space(root, "TEAM", "Team")
+    db.session.commit()
+    allow_loopback()
+    user, password = dovecot.add_user()
+    sign_in(page, live_server, "root", PASSWORD)
+    page.goto(f"{live_server}/spaces/TEAM/mail-accounts/new")
+    page.get_by_label("Account name").fill("Plain box")
+    page.get_by_label("Protocol").select_option("imap")
+    expect(page.get_by_label("Port", exact=True)).to_have_value("143")
+    htmx_settled(page)
+    page.get_by_label("Hostname").fill("localhost")
+    page.get_by_label("Port", exact=True).fill(str(dovecot.ports["imap"]))
+    page.get_by_label("Username").fill(user)
+    page.get_by_label("Password").fill(password)
+    page.get_by_label("Require STARTTLS (encrypt the plain port; never fall back)").uncheck()
+    page.get_by_role("button", name="Test connection").click()
+    run_jobs()
+    expect(page.locator("#starttls-offered")).to_have_text("The server offers STARTTLS:", timeout=10_000)
+    assert console_errors == []
