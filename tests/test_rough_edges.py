@@ -182,13 +182,11 @@ def test_daily_report_subject_beside_its_hour_with_a_preview(app, client, make_u
 
 def test_fetch_shows_live_counts_disables_its_button_and_tells_the_list(app, client, make_user, login, db):
     from webapp.archive.models import FetchRun
-    from webapp.archive.services import AccountData, create_account
+    from tests.archive.helpers import team_inbox
 
     ann = make_user("ann")
     space = create_site_space(ann, "TEAM", "Team")
-    account = create_account(space, AccountData(
-        name="Team inbox", description="", protocol="imaps", host="mail.example.org", port=993, username="team",
-        password="pw", require_starttls=False, folder="INBOX", trusted_ca_pem="", keep_on_server=False))
+    account = team_inbox(space)
     db.session.add(FetchRun(account_id=account.id, state="running", total=1200, fetched=300, duplicates=12))
     db.session.commit()
     login(ann)

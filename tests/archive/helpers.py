@@ -16,6 +16,15 @@ def allow_loopback() -> None:
     db.session.commit()
 
 
+def team_inbox(space):
+    """A committed-later IMAPS account "Team inbox" on a host nobody connects to (pages that list or edit one)."""
+    from webapp.archive.services import create_account
+
+    return create_account(space, AccountData(
+        name="Team inbox", description="", protocol="imaps", host="mail.example.org", port=993, username="team",
+        password="pw", require_starttls=False, folder="INBOX", trusted_ca_pem="", keep_on_server=False))
+
+
 def account_data(dovecot, protocol: str, username: str, password: str, **overrides) -> AccountData:
     values = dict(name=f"{protocol} box", description="", protocol=protocol, host="localhost",
                   port=dovecot.ports[PORT_OF[protocol]], username=username, password=password,

@@ -11,7 +11,7 @@ from tests.conftest import PASSWORD
 from tests.e2e.test_foundation_journey import sign_in
 from webapp.archive import ingest
 from webapp.archive.models import Message
-from webapp.archive.services import AccountData, create_account
+from tests.archive.helpers import team_inbox
 from webapp.auth.models import AccountLink
 from webapp.content.services import create_page
 from webapp.extensions import db
@@ -36,9 +36,7 @@ def _world():
     root = create_user("root", "root@example.org", "Rita Root", PASSWORD, is_admin=True)
     space = create_site_space(root, "TEAM", "Team")
     page = create_page(space, root, "Runbook", "# Runbook\n\nSteps *here*.")
-    account = create_account(space, AccountData(
-        name="Team inbox", description="", protocol="imaps", host="mail.example.org", port=993, username="team",
-        password="pw", require_starttls=False, folder="INBOX", trusted_ca_pem="", keep_on_server=False))
+    account = team_inbox(space)
     text_id, _ = ingest.store(space.id, None, b"From: Ann <ann@example.org>\r\nSubject: Plan\r\nMessage-ID: <a@x>\r\n"
                                                b"Content-Type: text/plain\r\n\r\nHello\r\n> quoted\r\n")
     html_id, _ = ingest.store(space.id, None, b"From: Bob <bob@example.org>\r\nSubject: Re: Plan\r\n"

@@ -137,15 +137,13 @@ def test_fetching_testing_and_the_from_preview_in_a_browser(app, live_server, pa
                                                             run_jobs):
     from tests.e2e.test_foundation_journey import htmx_settled
     from webapp.archive.models import FetchRun
-    from webapp.archive.services import AccountData, create_account
+    from tests.archive.helpers import team_inbox
     from webapp.settings import SiteSettings
 
     SiteSettings.get().site_title = "Team Hub"
     root = make_user("root", admin=True, full_name="Rita Root")
     space = create_site_space(root, "TEAM", "Team")
-    account = create_account(space, AccountData(
-        name="Team inbox", description="", protocol="imaps", host="mail.example.org", port=993, username="team",
-        password="pw", require_starttls=False, folder="INBOX", trusted_ca_pem="", keep_on_server=False))
+    account = team_inbox(space)
     db.session.add(FetchRun(account_id=account.id, state="running", total=1200, fetched=300, duplicates=12))
     db.session.commit()
     sign_in(page, live_server, "root", PASSWORD)

@@ -42,9 +42,13 @@ def _stashed(kind: str):
     return links.live(kind, session.get(f"link_{kind}"))
 
 
-def _arriving(kind: str):
-    """The first visit from the mail (`?token=` present): keep the secret in the session, then the bare page."""
-    return _stash(kind, request.args["token"]) if "token" in request.args and request.method == "GET" else None
+def _opened(kind: str):
+    """(the live link this browser holds, None), or (None, the answer to send instead): on the first visit from
+    the mail (`?token=`) the secret goes into the session and the bare page follows; a dead link says why."""
+    if "token" in request.args and request.method == "GET":
+        return None, _stash(kind, request.args["token"])
+    link = _stashed(kind)
+    return (link, None) if link is not None else (None, _dead(kind))
 
 
 def _dead(kind: str, text: str | None = None, status: int = 410):
@@ -54,12 +58,9 @@ def _dead(kind: str, text: str | None = None, status: int = 410):
 
 @bp.route("/invite", methods=["GET", "POST"])
 def accept_invitation():
-    arriving = _arriving(INVITE)
-    if arriving is not None:
-        return arriving
-    link = _stashed(INVITE)
-    if link is None:
-        return _dead(INVITE)
+    link, answer = _opened(INVITE)
+    if answer is not None:
+        return answer
     form = AcceptInviteForm()
     if not form.is_submitted():
         form.username.data = links.suggested_username(link.email)
@@ -104,12 +105,9 @@ def forgot_password():
 
 @bp.route("/login/reset", methods=["GET", "POST"])
 def reset_password():
-    arriving = _arriving(RESET)
-    if arriving is not None:
-        return arriving
-    link = _stashed(RESET)
-    if link is None:
-        return _dead(RESET)
+    link, answer = _opened(RESET)
+    if answer is not None:
+        return answer
     form = ResetPasswordForm()
     if form.validate_on_submit():
         try:
@@ -126,12 +124,9 @@ def reset_password():
 
 @bp.route("/profile/email", methods=["GET", "POST"])
 def confirm_email():
-    arriving = _arriving(EMAIL)
-    if arriving is not None:
-        return arriving
-    link = _stashed(EMAIL)
-    if link is None:
-        return _dead(EMAIL)
+    link, answer = _opened(EMAIL)
+    if answer is not None:
+        return answer
     form = ConfirmForm()
     if form.validate_on_submit():
         try:
