@@ -300,8 +300,7 @@ def build(sqlite_url: str | None, postgres_url: str | None, n: int, seed: int, s
                 for ref in p.references:
                     ref_id += 1
                     refs.append({"id": ref_id, "space_id": sid, "message_id": message_id, "ref": ref[:300]})
-                fts.append((message_id, row["subject"] or "", f"{row['from_name']} {row['from_addr']}",
-                            (row["body_text"] or "")[:search.INDEXED_BODY]))
+                fts.append((search.search_key(row["date"], message_id), *search.indexed_text(row)))
             for writer in writers:
                 writer.write("archive_messages", messages, None if writer.sqlite else {"search_vector": vectors})
                 writer.write("archive_raw", raw_rows)

@@ -105,7 +105,7 @@ def run(raws: list[bytes], runs: int, urls) -> list[Result]:
     result = Result("B3", "import an mbox into an empty archive: parse, thread, index (SQLite)", median(ours),
                     "messages/s", ours, "notmuch new on a Maildir of the same messages", median(theirs), theirs)
     result.ratio = result.figure / result.reference_figure
-    result.goal, result.met = "ratio ≥ 5", result.ratio >= 5
+    result.goal, result.met = "ratio ≥ 8", result.ratio >= 8  # issue 20 (5 before it)
     results = [result]
     pg_rates = []
     for i in range(runs):

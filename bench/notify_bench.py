@@ -1,11 +1,13 @@
 """B6: notifications to N watchers (10,000 by default) from the page save to the sink, against raw smtplib.
 
-One page in a space everyone can view, N users watching it, SQLite, two real `rq worker` processes and an
-aiosmtpd sink on loopback (plain SMTP). The save's request time is measured in-process through Flask's test
+One page in a space everyone can view, N users watching it, SQLite, two real `rq worker` processes (the
+Procfile's WarmWorker) and an aiosmtpd sink on loopback (plain SMTP). The save's request time is measured in-process through Flask's test
 client over 20 saves that coalesce (so they queue no mail); then one save that notifies everyone is timed
 until the sink holds all N mails. The reference sends those same mails again (envelopes and bytes as the sink
-received them) with raw smtplib over one reused connection to the same sink."""
+received them) with raw smtplib over as many connections as there are workers (issue 19: "the same connection
+count"; until then it used one, which flattered Spacemail's two), each connection its own process."""
 import os
+import pickle
 import re
 import smtplib
 import subprocess
@@ -65,17 +67,42 @@ def build(watchers: int, sink_port: int) -> int:
     return page.id
 
 
-def raw_smtplib(mails: list[tuple[str, list[str], bytes]], port: int, counter: Counter) -> float:
-    """The reference: the very mails Spacemail just delivered (envelope and bytes, as the sink received them),
-    sent again with raw smtplib over one connection, as fast as it goes."""
+RAW_SENDER = """
+import pickle, smtplib, sys
+mails = pickle.load(open(sys.argv[1], "rb"))
+with smtplib.SMTP("127.0.0.1", int(sys.argv[2])) as conn:
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for sender, recipients, data in mails:
+        conn.sendmail(sender, recipients, data)
+"""
+
+
+def raw_smtplib(mails: list[tuple[str, list[str], bytes]], port: int, counter: Counter, connections: int) -> float:
+    """The reference: the very mails Spacemail just delivered (envelope and bytes, as the sink received them), sent
+    again with raw smtplib over the same number of connections as Spacemail's workers used, each its own process
+    (as the workers are), connected and loaded before the clock starts, each sending its share as fast as it goes."""
+    procs = []
+    for i in range(connections):
+        share = WORKDIR / f"b6-raw-{i}.pickle"
+        share.write_bytes(pickle.dumps(mails[i::connections]))
+        procs.append(subprocess.Popen([sys.executable, "-c", RAW_SENDER, str(share), str(port)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+    for proc in procs:
+        assert proc.stdout.readline().strip() == b"ready"
     before = counter.count
     started = time.perf_counter()
-    with smtplib.SMTP("127.0.0.1", port) as conn:
-        for sender, recipients, data in mails:
-            conn.sendmail(sender, recipients, data)
+    for proc in procs:
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
     while counter.count - before < len(mails):
         time.sleep(0.01)
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    for proc in procs:
+        proc.stdin.close()
+        if proc.wait(timeout=60):
+            raise RuntimeError("a raw smtplib sender failed")
+    return elapsed
 
 
 def _signed_in(app):
@@ -121,7 +148,8 @@ def one_run(i: int, watchers: int, workers: int, saves: int, sink_port: int, cou
         db.session.commit()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SPACEMAIL_DATABASE_URL": url, "SPACEMAIL_REDIS_URL": redis_url}
     log = open(WORKDIR / f"b6-workers-{i}.log", "wb")
-    procs = [subprocess.Popen([sys.executable, "-m", "rq.cli", "worker", "-u", redis_url, "spacemail"], cwd=ROOT,
+    procs = [subprocess.Popen([sys.executable, "-m", "rq.cli", "worker", "-w", "workers.worker.WarmWorker", "-u",
+                               redis_url, "spacemail"], cwd=ROOT,
                               env=env, stdout=log, stderr=subprocess.STDOUT) for _ in range(workers)]
     try:
         time.sleep(3)  # workers up
@@ -161,7 +189,7 @@ def run(watchers: int, runs: int, workers: int = 2, saves: int = 20) -> list[Res
             ours.append(watchers / seconds)
             if len(counter.kept) != watchers:
                 raise RuntimeError(f"the sink kept {len(counter.kept)} mails, not {watchers}")
-            theirs.append(watchers / raw_smtplib(counter.kept, sink_port, counter))
+            theirs.append(watchers / raw_smtplib(counter.kept, sink_port, counter, workers))
             counter.kept = []
     finally:
         controller.stop()
@@ -169,11 +197,11 @@ def run(watchers: int, runs: int, workers: int = 2, saves: int = 20) -> list[Res
         redis_proc.wait()
     b6 = Result("B6", f"{watchers:,} notifications (one page, {watchers:,} watchers) from the page save to the sink, "
                       f"{workers} workers", median(ours), "mails/s", ours,
-                "raw smtplib sending the same mails (as the sink received them) over one reused connection to the "
-                "same sink",
+                f"raw smtplib sending the same mails (as the sink received them) to the same sink over {workers} "
+                f"connections (one process each, as many as the workers)",
                 median(theirs), theirs)
     b6.ratio = b6.figure / b6.reference_figure
-    b6.goal, b6.met = "ratio ≥ 0.8", b6.ratio >= 0.8
+    b6.goal, b6.met = "ratio ≥ 0.9", b6.ratio >= 0.9
     b6.note = f"all {watchers:,} at the sink {watchers / b6.figure:.1f} s after the save (median)"
     save = Result("B6 save", f"the page save itself with {watchers:,} watchers: p95 over {len(save_ms)} saves",
                   p95(save_ms), "ms", [median(save_ms)], goal="≤ 50 ms", met=p95(save_ms) <= 50,
@@ -181,6 +209,74 @@ def run(watchers: int, runs: int, workers: int = 2, saves: int = 20) -> list[Res
     return [b6, save]
 
 
+SINK = """
+import sys, time
+from aiosmtpd.controller import Controller
+class Sink:
+    async def handle_DATA(self, server, session, envelope):
+        return "250 OK"
+Controller(Sink(), hostname="127.0.0.1", port=int(sys.argv[1])).start()
+while True:
+    time.sleep(60)
+"""
+
+
+def sender_memory(queued: int = 100_000) -> Result:
+    """B6 memory: one real worker (the Procfile's WarmWorker, burst) sends `queued` mails waiting in the mail queue
+    to a sink in its own process; the figure is the peak RSS of the worker and its work horse (RUSAGE_CHILDREN)."""
+    import resource
+
+    from sqlalchemy import insert
+
+    from webapp import create_app
+    from webapp.extensions import db
+    from webapp.jobs import DELIVER_DUE, get_queue
+    from webapp.outgoing.compose import new_message_id
+    from webapp.outgoing.models import OutboundMail
+    from webapp.outgoing.servers import ServerData, create_server
+    from webapp.timeutil import utcnow
+
+    redis_proc, redis_url = start_redis()
+    sink_port = free_port()
+    sink = subprocess.Popen([sys.executable, "-c", SINK, str(sink_port)])
+    url = sqlite_url("b6-memory")
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "REDIS_URL": redis_url, "RQ_QUEUE": "spacemail"})
+    body = "A line of a notification about a page that changed, with its diff.\n" * 30
+    try:
+        with app.app_context():
+            db.create_all()
+            create_server(ServerData("Sink", "spacemail@example.org", "${fullname} (Spacemail)", "[Bench]",
+                                     "127.0.0.1", sink_port, "none", "", "", 30, "none", ""))
+            now = utcnow()
+            for start in range(0, queued, 10_000):
+                db.session.execute(insert(OutboundMail), [
+                    {"recipient": f"w{i}@example.org", "subject": "Bench › Runbook", "body_text": body,
+                     "body_html": f"<p>{body}</p>", "headers": {}, "kind": "notification",
+                     "message_id": new_message_id("spacemail.example.org"), "next_attempt_at": now, "created_at": now}
+                    for i in range(start, min(start + 10_000, queued))])
+            db.session.commit()
+            get_queue().enqueue(DELIVER_DUE, job_timeout=3600)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "SPACEMAIL_DATABASE_URL": url, "SPACEMAIL_REDIS_URL": redis_url}
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "rq.cli", "worker", "--burst", "-w", "workers.worker.WarmWorker", "-u",
+                        redis_url, "spacemail"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+        seconds = time.perf_counter() - started
+        with app.app_context():
+            sent = db.session.scalar(db.select(db.func.count(OutboundMail.id)).where(OutboundMail.state == "sent"))
+        if sent != queued:
+            raise RuntimeError(f"{sent:,} of {queued:,} mails sent")
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    finally:
+        sink.terminate()
+        redis_proc.terminate()
+    return Result("B6 memory", f"one worker sending {queued:,} queued mails (all sent, {queued / seconds:,.0f} mails/s "
+                               f"to a sink in its own process): peak RSS of the worker and its work horse",
+                  peak, "MB", [peak], goal="≤ 200 MB", met=peak <= 200)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--memory"]:
+        print(sender_memory(int(sys.argv[2]) if len(sys.argv) > 2 else 100_000))
+        sys.exit()
     for result in run(int(sys.argv[1]) if len(sys.argv) > 1 else 2000, 1):
         print(result)

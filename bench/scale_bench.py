@@ -22,7 +22,8 @@ def _workers(count: int, url: str, redis_url: str, name: str) -> float:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SPACEMAIL_DATABASE_URL": url, "SPACEMAIL_REDIS_URL": redis_url}
     logs = [WORKDIR / f"b9-{name}-{i}.log" for i in range(count)]
     started = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "rq.cli", "worker", "--burst", "-u", redis_url, "spacemail"],
+    procs = [subprocess.Popen([sys.executable, "-m", "rq.cli", "worker", "--burst", "-w", "workers.worker.WarmWorker",
+                              "-u", redis_url, "spacemail"],
                               cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT) for log in logs]
     for proc in procs:
         proc.wait(timeout=3600)

@@ -116,7 +116,8 @@ def _app_config(url: str, redis_server: str, postgres: bool) -> dict:
         "ENCRYPTION_KEYS": [TEST_KEY],
         "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
         "BASE_URL": "http://spacemail.test",
-        # Tests do not pull the power cord: skip PostgreSQL's wait for the disk on each commit.
+        # Tests do not pull the power cord: skip the database's wait for the disk on each commit.
+        "SQLITE_SYNCHRONOUS": "OFF",
         **({"SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True,
                                           "connect_args": {"options": "-c synchronous_commit=off"}}}
            if postgres else {}),

@@ -47,6 +47,7 @@ class Recorder:
     auth_attempts: list[tuple[str, str]] = field(default_factory=list)
     plan: list[str] = field(default_factory=list)  # "451 ...", "550 ...", "drop", "stall"
     rcpt_plan: list[str] = field(default_factory=list)  # answers to the next RCPT TO commands
+    refusals: dict[str, str] = field(default_factory=dict)  # address -> the answer to every RCPT TO it
     data_commands: int = 0
     stall_seconds: float = 6.0
 
@@ -55,11 +56,14 @@ class Recorder:
         self.auth_attempts.clear()
         self.plan.clear()
         self.rcpt_plan.clear()
+        self.refusals.clear()
         self.data_commands = 0
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.rcpt_plan:
             return self.rcpt_plan.pop(0)
+        if address.lower() in self.refusals:
+            return self.refusals[address.lower()]
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

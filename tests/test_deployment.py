@@ -95,7 +95,8 @@ def site(tmp_path_factory):
             "web": ("web", [str(VENV / "gunicorn"), "-w", "2", "-b", f"{hosts['web']}:{port}", "wsgi:app"]),
             # (no fixed -n name: a killed worker's name stays registered in Redis for minutes, and a worker
             # restarted under it refuses to start)
-            **{name: (name, [rq, "worker", "--with-scheduler", "-c", "workers.rq_settings", "spacemail"])
+            **{name: (name, [rq, "worker", "--with-scheduler", "-w", "workers.worker.WarmWorker", "-c",
+                                 "workers.rq_settings", "spacemail"])
                for name in ("w1", "w2")},
             "cron": ("w2", [rq, "cron", "-c", "workers.rq_settings", "workers.cron"]),
         }

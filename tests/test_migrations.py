@@ -149,3 +149,65 @@ def test_0016_moves_postgresql_search_onto_the_message_row(tmp_path, redis_serve
             assert [h.message_id for h in search.search(space_id, "cafe")] == [new_id, old_id]
             db.session.remove()
             db.engine.dispose()
+
+
+def test_0021_rebuilds_sqlite_search_contentless_in_date_order(tmp_path, redis_server):
+    """An archive indexed as before 0021 (FTS5 holding its own copy, rowid = message id) is searched newest first
+    by date after it, though its ids are not in date order; snippets come from the message row; a purge takes the
+    words of a message out of the new index; new mail is indexed in it."""
+    from datetime import datetime, timedelta, timezone
+
+    from webapp import create_app
+    from webapp.archive import ingest, search, trash
+    from webapp.archive.models import Message
+    from webapp.auth.services import create_user
+    from webapp.extensions import db
+    from webapp.spaces.services import create_site_space
+
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    assert flask(["db", "upgrade", "0020"], url, tmp_path).returncode == 0
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "t", "REDIS_URL": redis_server,
+                      "ENCRYPTION_KEYS": [TEST_KEY], "PASSWORD_HASH_METHOD": "scrypt:1024:8:1"})
+    start = datetime(2025, 3, 1, tzinfo=timezone.utc)
+    days = [5, 1, 9, 3, 7]  # arrival order (ids) is not date order
+    with app.app_context():
+        space = create_site_space(create_user("ann", "ann@example.org", "Ann", "pw-pw-pw-pw"), "T", "T")
+        ids = []
+        for i, day in enumerate(days):
+            message = Message(space_id=space.id, sha256=f"{i}" * 64, size=10, subject=f"Minutes {i}",
+                              from_name="Zoë", from_addr="zoe@example.org", date=start + timedelta(days=day),
+                              body_text=f"Ordre du jour {i}: le café du Büro")
+            db.session.add(message)
+            db.session.flush()
+            db.session.execute(text(  # as 0020 indexed it: FTS5's own copy, the message id as rowid
+                "INSERT INTO search_messages (rowid, subject, sender, body) VALUES (:id, :s, :f, :b)"),
+                {"id": message.id, "s": message.subject, "f": "Zoë zoe@example.org", "b": message.body_text})
+            ids.append(message.id)
+        db.session.commit()
+        space_id = space.id
+        db.session.remove()
+        db.engine.dispose()
+    upgrade = flask(["db", "upgrade"], url, tmp_path)
+    assert upgrade.returncode == 0, upgrade.stderr
+    by_date = [ids[i] for i in sorted(range(len(days)), key=lambda i: days[i], reverse=True)]
+    with app.app_context():
+        assert [h.message_id for h in search.search(space_id, "cafe")] == by_date
+        assert [h.message_id for h in search.search(space_id, "cafe", limit=2,
+                                                    before=(start + timedelta(days=7), ids[4]))] == by_date[2:4]
+        assert sorted(h.message_id for h in search.search(space_id, "buro", order="relevance")) == sorted(ids)
+        hit = search.search(space_id, "minutes 2 cafe")[0]
+        assert hit.message_id == ids[2] and "<mark>café</mark>" in hit.snippet and "<mark>2</mark>" in hit.snippet
+        purged = db.session.get(Message, ids[2])
+        purged.deleted_at = datetime.now(timezone.utc) - timedelta(days=31)
+        db.session.commit()
+        assert trash.purge() == 1
+        assert db.session.execute(text("SELECT count(*) FROM search_messages WHERE search_messages MATCH 'cafe'")
+                                  ).scalar() == len(ids) - 1
+        db.session.execute(text("INSERT INTO search_messages (search_messages) VALUES ('integrity-check')"))
+        new_id, _ = ingest.store(space_id, None, b"Subject: later\r\nDate: Mon, 1 Dec 2025 10:00:00 +0000\r\n\r\n"
+                                                 b"another cafe\r\n")
+        db.session.commit()
+        assert [h.message_id for h in search.search(space_id, "cafe")] == [new_id] + [i for i in by_date
+                                                                                      if i != ids[2]]
+        db.session.remove()
+        db.engine.dispose()

@@ -19,7 +19,7 @@ from webapp.auth.models import AccountLink, UserSession
 from webapp.notify.models import ContentEvent, Watch
 from webapp.notify.watches import unwatch_token
 from webapp.oauth.models import OAuthProvider
-from webapp.outgoing.models import SmtpTest
+from webapp.outgoing.models import Bounce, DkimKey, SmtpTest
 from webapp.outgoing.queue import queue_mail
 from webapp.outgoing.servers import ServerData, create_server
 from webapp.timeutil import utcnow
@@ -57,6 +57,7 @@ MATRIX = [
     ("auth.profile", "GET", {}, None, SIGNED_IN),
     ("auth.profile", "POST", {}, {}, SIGNED_IN),
     ("auth.change_password", "POST", {}, {}, SIGNED_IN),
+    ("auth.try_again", "POST", {}, {}, SIGNED_IN),
     # One's own sessions only: another person's session id is 404; ending them all signs this browser out too.
     ("auth.end_session", "POST", {"session_id": "viewer_session"}, {},
      expect(user=404, other_admin=404, space_admin=404, sysadmin=404)),
@@ -194,6 +195,13 @@ MATRIX = [
     ("outgoing.flush_queue", "POST", {}, {}, ADMIN_ONLY),
     ("outgoing.error_queue_action", "POST", {}, {"action": "resend", "ids": "outbound_mail"}, ADMIN_ONLY),
     ("outgoing.retry_settings", "POST", {}, {}, ADMIN_ONLY),
+    ("outgoing.bounce_settings", "GET", {}, None, ADMIN_ONLY),
+    ("outgoing.bounce_settings", "POST", {}, {}, ADMIN_ONLY),
+    ("outgoing.remove_suppression", "POST", {}, {"address": "gone@example.org"}, ADMIN_ONLY),
+    ("outgoing.bounce_message", "GET", {"bounce_id": "bounce"}, None, ADMIN_ONLY),
+    ("outgoing.dkim_keys", "GET", {}, None, ADMIN_ONLY),
+    ("outgoing.dkim_keys", "POST", {}, {}, ADMIN_ONLY),
+    ("outgoing.dkim_key_action", "POST", {"key_id": "dkim_key", "action": "disable"}, {}, ADMIN_ONLY),
     # Pages and blog posts: view to read and comment, edit to write (no editor among the actors), admin: sensitive.
     ("content.pages", "GET", {"key": "TEAM"}, None, SPACE_VIEW),
     ("content.blog", "GET", {"key": "TEAM"}, None, SPACE_VIEW),
@@ -297,13 +305,19 @@ def build_world(db, make_user):
     invitation = AccountLink(kind="invite", token_hash="1" * 64, email="guest@example.org", space_id=team.id,
                              role=VIEW, invited_by_id=people["sysadmin"].id, expires_at=utcnow() + timedelta(days=7))
     db.session.add(invitation)
+    bounce = Bounce(sha256="2" * 64, outcome="unmatched", from_header="MAILER-DAEMON", subject="Undelivered",
+                    raw=b"Subject: Undelivered\r\n\r\n<script>x</script>\r\n")
+    db.session.add(bounce)
+    dkim_key = DkimKey(domain="example.org", selector="s", private_key_encrypted="x", public_key="p")
+    db.session.add(dkim_key)
     db.session.commit()
     ids = {"victim_role": victim_role.id, "victim": people["victim"].id, "job": run.id, "account": account.id,
            "connection_test": test_run.id, "message": message_id, "attachment": 3,
            "thread": db.session.get(Message, message_id).thread_id, "trashed": trashed_id,
            "smtp_server": server.id, "smtp_test": smtp_test.id, "outbound_mail": mail.id,
            "page": page.id, "watch": watch.id, "unwatch_token": unwatch_token(watch),
-           "viewer_session": viewer_session.id, "provider": provider.id, "invitation": invitation.id, "event": db.session.scalar(db.select(ContentEvent.id).limit(1))}
+           "viewer_session": viewer_session.id, "provider": provider.id, "invitation": invitation.id, "bounce": bounce.id,
+           "dkim_key": dkim_key.id, "event": db.session.scalar(db.select(ContentEvent.id).limit(1))}
     return SimpleNamespace(people=people, ids=ids)
 
 

@@ -182,15 +182,16 @@ def test_the_window_runs_out_and_the_owner_signs_in(app, client, make_user):
 
 
 def test_answers_slow_down_after_a_few_failures(app, client, make_user):
-    app.config["SIGNIN_SLOW_DOWN_SECONDS"] = 0.3
+    app.config["SIGNIN_SLOW_DOWN_SECONDS"] = 1.0
     app.config["SIGNIN_ACCOUNT_LIMITS"] = "6 per minute"
     make_user("ann")
+    client.get("/login")  # the first answer of a process compiles the page: not what is measured here
     took = []
     for _ in range(5):
         started = time.monotonic()
         client.post("/login", data={"login": "ann", "password": "x"})
         took.append(time.monotonic() - started)
-    assert took[0] < 0.3 and took[-1] >= 0.3
+    assert took[0] < 1.0 and took[-1] >= 1.0
 
 
 def test_password_change_is_throttled(app, client, make_user, login):

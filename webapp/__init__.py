@@ -18,7 +18,7 @@ from webapp.security import SecretBox, set_security_headers
 # Each blueprint package and the modules holding its views. The packages do not import their views themselves:
 # that made every model import run the routes, and turned any import between two packages into a cycle.
 BLUEPRINTS = (("auth", ("routes", "link_routes")), ("spaces", ("routes",)), ("admin", ("routes",)),
-              ("archive", ("routes", "read_routes", "feed_routes")), ("outgoing", ("routes",)), ("content", ("routes",)),
+              ("archive", ("routes", "read_routes", "feed_routes")), ("outgoing", ("routes", "bounce_routes")), ("content", ("routes",)),
               ("notify", ("routes",)), ("oauth", ("routes",)))
 
 
@@ -48,7 +48,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["spacemail.secret_box"] = SecretBox(app.config["ENCRYPTION_KEYS"])
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
-            event.listen(db.engine, "connect", sqlite_pragmas)
+            event.listen(db.engine, "connect", sqlite_pragmas(app.config.get("SQLITE_SYNCHRONOUS", "FULL")))
 
     from webapp import models  # noqa: F401  (every table, for Alembic and create_all)
 
@@ -159,5 +159,8 @@ def _register_templates(app: Flask) -> None:
     app.jinja_env.globals["watching"] = lambda scope, space, page=None: is_watching(current_user, scope, space, page)
     app.jinja_env.globals["watcher_count"] = watcher_count
     app.jinja_env.globals["is_htmx"] = is_htmx
+    from webapp.outgoing.suppression import suppression_of
+
+    app.jinja_env.globals["mail_bounced"] = lambda: suppression_of(current_user.email)
     app.jinja_env.globals["space_role"] = lambda space: role_in(current_user, space)
     app.jinja_env.globals["may_delete_mail"] = lambda space: may_delete(current_user, space)

@@ -87,6 +87,8 @@ class Config:
         self.SMTP_FROM_NAME = _env("SMTP_FROM_NAME")
         self.SMTP_SUBJECT_PREFIX = _env("SMTP_SUBJECT_PREFIX")
         self.SMTP_TIMEOUT = float(_env("SMTP_TIMEOUT", "30"))
+        self.SMTP_MAX_PER_MINUTE = int(_env("SMTP_MAX_PER_MINUTE", "0"))  # the provider's limits; 0: none
+        self.SMTP_MAX_CONNECTIONS = int(_env("SMTP_MAX_CONNECTIONS", "0"))
         ca_file = _env("SMTP_CA_FILE")
         self.SMTP_CA_PEM = Path(ca_file).read_text() if ca_file else None
         self.MAIL_SEND_BATCH = int(_env("MAIL_SEND_BATCH", "100"))
@@ -123,12 +125,18 @@ def engine_options(url: str, options: dict) -> dict:
     return {**options, "connect_args": connect_args}
 
 
-def sqlite_pragmas(dbapi_connection, _record) -> None:
-    """WAL and a busy timeout let the web, worker and cron processes share one SQLite file."""
-    cur = dbapi_connection.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    # FULL, not NORMAL: a commit must survive power loss before mail is deleted on a server.
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.close()
+def sqlite_pragmas(synchronous: str = "FULL"):
+    """The listener for each new SQLite connection: WAL and a busy timeout let the web, worker and cron processes
+    share one file. FULL, not NORMAL: a commit must survive power loss before mail is deleted on a server (only the
+    tests, which pull no power cord, ask for OFF, as they ask PostgreSQL for synchronous_commit=off)."""
+    assert synchronous in ("FULL", "OFF")
+
+    def on_connect(dbapi_connection, _record) -> None:
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.close()
+
+    return on_connect

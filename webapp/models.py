@@ -6,7 +6,9 @@ from webapp.spaces.models import Space, SpaceRole  # noqa: F401
 from webapp.archive.models import (  # noqa: F401
     ArchiveImport, ConnectionTest, FetchRun, MailAccount, Message, MessageRaw, MessageRef, SeenMessage, Thread,
 )
-from webapp.outgoing.models import OutboundMail, SmtpServer, SmtpTest  # noqa: F401
+from webapp.outgoing.models import (  # noqa: F401
+    Bounce, BounceMailbox, DkimKey, MailDay, OutboundMail, SmtpServer, SmtpServerState, SmtpTest, Suppression,
+)
 from webapp.content.models import Comment, Page, PageVersion  # noqa: F401
 from webapp.oauth.models import OAuthFlow, OAuthGrant, OAuthProvider  # noqa: F401
 from webapp.notify.models import ContentEvent, ReplyMailbox, ReplyReceipt, Watch  # noqa: F401

@@ -6,7 +6,7 @@ from rq import cron
 from workers.fetch import fetch_due_accounts, purge_trash
 from workers.notify import fetch_replies, notify_tick
 from workers.oauth import refresh_tokens
-from workers.send import sweep_queue
+from workers.send import fetch_bounces, sweep_queue
 from workers.system import sweep
 
 QUEUE = os.environ.get("SPACEMAIL_QUEUE", "spacemail")
@@ -16,6 +16,7 @@ cron.register(sweep, QUEUE, interval=60, job_timeout=120)
 cron.register(sweep_queue, QUEUE, interval=60, job_timeout=120)
 cron.register(notify_tick, QUEUE, interval=60, job_timeout=600)
 cron.register(fetch_replies, QUEUE, interval=60, job_timeout=600)
+cron.register(fetch_bounces, QUEUE, interval=60, job_timeout=600)
 cron.register(fetch_due_accounts, QUEUE, interval=60, job_timeout=300)
 cron.register(refresh_tokens, QUEUE, interval=60, job_timeout=300)
 cron.register(purge_trash, QUEUE, cron="17 3 * * *", job_timeout=3600)

@@ -38,3 +38,11 @@ def send_test_email(run: JobRun) -> None:
     from webapp.outgoing.testing import run_test
 
     run_test(run)
+
+
+@job
+def fetch_bounces() -> int:
+    """Every minute from workers/cron.py: bounces are matched to their mail and scored (when turned on)."""
+    from webapp.outgoing.bounces import fetch
+
+    return fetch()

@@ -229,6 +229,23 @@ def test_two_workers_refreshing_at_once_keep_the_newest_token(app, team, client,
         secret_box().decrypt(grant.refresh_token_encrypted)]
 
 
+def test_a_worker_that_takes_the_lease_after_another_refreshed_gives_it_back(app, team, client, oauth_dovecot,
+                                                                           oauth_server):
+    """The waiting worker of the test above may take the lease just after the refresher let it go, find the token
+    fresh and use it: it must let go of the lease too (it kept it until the lease ran out, holding up the next
+    refresh; the test above failed on it now and then)."""
+    from webapp.oauth.tokens import refresh
+
+    _, _, provider = team
+    account, _user = connected_account(client, oauth_dovecot, provider)
+    grant = db.session.get(OAuthGrant, account.oauth_grant_id)
+    before = len(oauth_server.token_requests)
+    assert refresh(grant)  # fresh already: nothing asked of the provider
+    assert len(oauth_server.token_requests) == before
+    db.session.expire_all()
+    assert db.session.get(OAuthGrant, grant.id).lease_owner is None
+
+
 @pytest.mark.parametrize("protocol", ["imaps", "pops"])
 def test_xoauth2_when_that_is_all_the_server_offers(team, client, oauth_dovecot_xoauth2, run_jobs, protocol):
     _, _, provider = team

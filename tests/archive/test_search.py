@@ -2,6 +2,8 @@
 
 The whole suite runs on both databases, so every expectation here holds for both engines."""
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from webapp.archive import ingest, search
 from webapp.archive.models import Message
@@ -113,7 +115,7 @@ def test_newest_first_is_exact_when_dates_do_not_follow_arrival(app, db, make_us
 
     monkeypatch.setattr(search, "NEWEST_WINDOWS", (4, 15))
     monkeypatch.setattr(search, "RANKED_AMONG", 6)
-    monkeypatch.setattr(search, "FEW_MATCHES", 3)
+    monkeypatch.setattr(search, "WALK", 3)
     admin = make_user("ann")
     space, other = create_site_space(admin, "TEAM", "Team"), create_site_space(admin, "OTHER", "Other")
     db.session.commit()
@@ -122,7 +124,7 @@ def test_newest_first_is_exact_when_dates_do_not_follow_arrival(app, db, make_us
     for i in range(80):
         date = (start + timedelta(hours=rnd.randrange(2000))).strftime("%a, %d %b %Y %H:%M:%S +0000")
         body = ("alpha " if rnd.random() < 0.3 else "") + ("beta gamma" if rnd.random() < 0.5 else "delta")
-        body += " omega" if i in (5, 40) else ""  # a rare word: under FEW_MATCHES, sorted without windows
+        body += " omega" if i in (5, 40) else ""  # a rare word: fewer matches than the walk
         for target in (space, other) if i % 3 == 0 else (space,):
             ingest.store(target.id, None, (f"From: a@example.org\r\nSubject: m{i}\r\nMessage-ID: <{target.key}{i}@x>"
                                            f"\r\nDate: {date}\r\n\r\n{body}\r\n").encode())
@@ -181,3 +183,77 @@ def test_best_match_in_a_space_whose_mail_came_before_another_spaces(app, db, ma
     hits = search.search(team.id, "budget", order="relevance", limit=5)
     assert len(hits) == 5
     assert db.session.get(Message, hits[0].message_id).subject == "Budget"  # the subject match ranks first
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("date", [
+    "2026-01-05 10:00:00+00:00", "2026-01-05 10:00:00.999999+00:00", "2026-01-05 12:00:00+02:00",
+    "1969-12-31 23:59:59.500000+00:00", "0001-01-01 00:00:00+00:00", "2106-02-07 06:28:15+00:00",
+    "2200-01-01 00:00:00+00:00", "9999-12-31 23:59:59.999999+00:00",
+])
+def test_the_search_key_is_the_same_in_python_and_in_sql(app, db, make_user, date):
+    """SQLite's index key is made in Python when mail is stored and in SQL when it is purged (and by migration
+    0021): they must agree to the bit, for any date a mail may carry, or a purged message's words stay indexed."""
+    from datetime import datetime
+
+    from sqlalchemy import text
+
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("the key is SQLite's (PostgreSQL's vector is on the message row)")
+    space = create_site_space(make_user("ann"), "TEAM", "Team")
+    message = Message(space_id=space.id, sha256="k" * 64, size=1, subject="s", date=datetime.fromisoformat(date))
+    db.session.add(message)
+    db.session.commit()
+    in_sql = db.session.execute(text(f"SELECT {search.SQLITE_KEY} FROM archive_messages m WHERE m.id = :id"),
+                                {"id": message.id}).scalar()
+    assert in_sql == search.search_key(message.date, message.id)
+    assert in_sql & search.ID_MASK == message.id
+
+
+def test_newest_first_follows_the_date_to_the_second_across_the_keys_range(app, db, make_user):
+    """Dates from before 1970 to after 2106 are kept in order as far as the key holds them (clamped at its ends)."""
+    space = create_site_space(make_user("ann"), "TEAM", "Team")
+    db.session.commit()
+    dates = ["Thu, 1 Jan 1960 00:00:00 +0000", "Mon, 5 Jan 2026 10:00:00 +0000", "Mon, 5 Jan 2026 10:00:01 +0000",
+             "Mon, 5 Jan 2026 12:00:00 +0300", "Sun, 1 Jan 2090 00:00:00 +0000"]
+    ids = []
+    for i, date in enumerate(dates):
+        ids.append(ingest.store(space.id, None, (f"Subject: s{i}\r\nMessage-ID: <d{i}@x>\r\nDate: {date}\r\n\r\n"
+                                                 "zeppelin\r\n").encode())[0])
+    db.session.commit()
+    expected = sorted(ids, key=lambda i: (db.session.get(Message, i).date, i), reverse=True)
+    assert [h.message_id for h in search.search(space.id, "zeppelin")] == expected
+    assert [ids[i] for i in (4, 2, 1, 3, 0)] == expected  # 12:00 +0300 is 09:00 UTC
+
+
+_PIECES = ["alpha", "Alpha", "ALPHABET", "beta", "betamax", "ab", "x1", "2026", "foo_bar", "e-mail", "a.b", "_", "9"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(words=st.lists(st.tuples(st.sampled_from(_PIECES), st.sampled_from([" ", "  ", ", ", "\n", "-", "_", ". ", ""])),
+                      max_size=90),
+       query=st.lists(st.sampled_from(["alpha", "beta", "ab*", "bet*", "x1", "2026", "zzz", '"alpha beta"', "a"]),
+                      min_size=1, max_size=3),
+       width=st.sampled_from([24, 6, 3, 1]))
+def test_a_snippet_of_ascii_text_is_the_one_read_word_by_word(words, query, width):
+    """Snippets of ASCII text are cut around the first hit found by one expression (the fast path); they must be
+    the snippets read a word at a time as FTS5 folds words (the path for other text), marks included."""
+    text_ = " · ".join("".join(w + sep for w, sep in words[i:i + 30]) for i in range(0, len(words), 30))
+    terms = search.parse_query(" ".join(query))
+    found, prefixes, _ = search._query_words(tuple((t.kind, t.text) for t in terms))
+    assert search.snippet(text_, terms, width, ascii_=True) == search._snippet_by_words(
+        text_, set(found), list(prefixes), width)
+
+
+def test_a_message_without_body_or_subject_text_still_has_a_snippet(app, db, make_user):
+    """Old or odd rows may hold NULL where text is expected: the hit is shown, never an error."""
+    from sqlalchemy import text
+
+    space = create_site_space(make_user("ann"), "TEAM", "Team")
+    db.session.commit()
+    message_id, _ = ingest.store(space.id, None, raw("null", "Zeppelin", "Ann", "body"))
+    db.session.commit()
+    db.session.execute(text("UPDATE archive_messages SET body_text = NULL WHERE id = :id"), {"id": message_id})
+    db.session.commit()
+    hits = search.search(space.id, "zeppelin")
+    assert [h.message_id for h in hits] == [message_id] and "<mark>Zeppelin</mark>" in hits[0].snippet

@@ -9,8 +9,8 @@ from webapp.extensions import db
 from webapp.spaces.services import create_site_space
 
 
-def frame_height(page, wanted, tries=50) -> float:
-    """The mail frame's height once `wanted(height)` holds, or as it is after 5 s (the page's CSP allows no eval,
+def frame_height(page, wanted, tries=100) -> float:
+    """The mail frame's height once `wanted(height)` holds, or as it is after 10 s (the page's CSP allows no eval,
     so no wait_for_function)."""
     for _ in range(tries):
         height = page.locator("iframe.mail-body").bounding_box()["height"]
@@ -160,6 +160,7 @@ def test_fetching_testing_and_the_from_preview_in_a_browser(app, live_server, pa
     htmx_settled(page)
     page.get_by_role("button", name="Test connection").click()
     expect(page.get_by_role("button", name="Testing…")).to_be_disabled()  # while the test runs
+    expect(page.get_by_role("status")).to_contain_text("Testing the connection")  # queued: the answer is here
     run_jobs()
     expect(page.locator("#connection-test")).to_contain_text(
         "Administration › Manage apps › Mail archiving settings", timeout=10_000)  # the menu path that exists
@@ -195,6 +196,8 @@ def test_plain_imap_to_a_server_offering_starttls_says_to_turn_it_on(app, live_s
     page.get_by_label("Password").fill(password)
     page.get_by_label("Require STARTTLS (encrypt the plain port; never fall back)").uncheck()
     page.get_by_role("button", name="Test connection").click()
+    # The job is queued once the answer is on the page (a burst worker started before would find nothing).
+    expect(page.get_by_role("status")).to_contain_text("Testing the connection")
     run_jobs()
     expect(page.locator("#starttls-offered")).to_have_text("The server offers STARTTLS:", timeout=10_000)
     assert console_errors == []

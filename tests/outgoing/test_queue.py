@@ -55,11 +55,11 @@ def test_no_smtp_smuggling(app, run_jobs, sinks, body):
 
 def test_a_deferral_is_retried_and_delivered_once(app, run_jobs, sinks):
     add_server(sinks, sinks.plain)
-    sinks.plain.recorder.plan.append("451 4.3.0 Try again later")
+    sinks.plain.recorder.plan.append("452 4.2.2 Mailbox full")  # about this one mail, not the session
     queue_some(1)
     run_jobs()
     (row,) = rows()
-    assert row.state == QUEUED and row.attempts == 1 and "451" in row.last_error
+    assert row.state == QUEUED and row.attempts == 1 and "452 4.2.2" in row.last_error
     assert timedelta(seconds=50) < row.next_attempt_at - utcnow() <= timedelta(minutes=1)
     flush_and_run(run_jobs)
     (row,) = rows()
@@ -113,7 +113,7 @@ def test_running_out_of_attempts_goes_to_the_error_queue(app, run_jobs, sinks):
 
     SiteSettings.get().mail_retry_minutes = "1"
     add_server(sinks, sinks.plain)
-    sinks.plain.recorder.plan.extend(["421 4.3.2 Busy", "421 4.3.2 Busy"])
+    sinks.plain.recorder.plan.extend(["452 4.2.2 Mailbox full", "452 4.2.2 Mailbox full"])
     queue_some(1)
     run_jobs()
     flush_and_run(run_jobs)

@@ -1,7 +1,6 @@
 """One fetch of one account: lease, list, download in batches, commit, then delete. DESIGN.md §2."""
 import logging
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from flask import current_app
@@ -178,8 +177,13 @@ def _one_pass(run: FetchRun, account: MailAccount, owner: str, session, removal:
     if not todo:
         return True
     removed: list[str] = []  # removed on the server: noted with the next commit (a lost note is harmless)
+    # IMAP removes what two batches archived at a time (STORE and EXPUNGE are a round trip each: B2); what a
+    # stopped fetch archived but did not remove yet, the next one removes first (the leftovers above).
+    archived: list = []
     batches = _batches(todo, config["FETCH_BATCH_SIZE"], config["FETCH_BATCH_BYTES"])
-    for batch, downloaded, prepared in _ahead(session, batches, ahead=not session.deletes_end_session):
+    ahead = not session.deletes_end_session  # POP3 ends its session with each batch: nothing to overlap
+    for batch, downloaded, prepared in _ahead(session, batches, ahead=ahead,
+                                              in_process=ahead and len(todo) > config["FETCH_BATCH_SIZE"]):
         stored = _store_batch(run, account, batch, downloaded, prepared)
         _note_removed(account.id, removed)
         if not renew_lease(account.id, owner):
@@ -188,16 +192,26 @@ def _one_pass(run: FetchRun, account: MailAccount, owner: str, session, removal:
         db.session.commit()  # one commit a batch: durable in the archive before anything is deleted
         removed = []
         if removal.on:
-            items = [i for i in batch if i.server_id in stored]
-            if removal.remove(session, items, run):
-                removed, run.deleted = [i.server_id for i in items], run.deleted + len(items)
+            archived += [i for i in batch if i.server_id in stored]
+            if session.deletes_end_session or len(archived) >= 2 * config["FETCH_BATCH_SIZE"]:
+                removed, archived = _remove(session, archived, run, removal), []
             if session.deletes_end_session:  # POP3: the session ended with the deletion; go on in a new one
                 _note_removed(account.id, removed)
                 db.session.commit()
                 return False
+    if archived and removal.on:
+        removed += _remove(session, archived, run, removal)
     _note_removed(account.id, removed)
     db.session.commit()
     return True
+
+
+def _remove(session, items, run: FetchRun, removal: _Removal) -> list[str]:
+    """Remove archived (committed) `items` on the server; their server ids, or none when it could not."""
+    if not removal.remove(session, items, run):
+        return []
+    run.deleted += len(items)
+    return [i.server_id for i in items]
 
 
 def _check_uidvalidity(account: MailAccount, uidvalidity: int) -> None:
@@ -217,15 +231,15 @@ def _seen(account_id: int, server_ids: list[str]) -> dict[str, SeenMessage]:
     return found
 
 
-def _ahead(session, batches, ahead: bool):
+def _ahead(session, batches, ahead: bool, in_process: bool):
     """(batch, downloaded, Prepared) for each batch. IMAP: batch n+1 is downloaded before batch n is stored and
-    parsed in a thread while it is (ingest.prepare: the parse holds the GIL, the store mostly waits for the
-    database), so parsing overlaps the writes (docs/benchmarks.md, B8). Nothing changes in what is durable when:
+    parsed while it is (ingest.prepare, in a process of its own when there is more than a batch: ingest.parser),
+    so parsing overlaps the writes (docs/benchmarks.md, B1 and B8). Nothing changes in what is durable when:
     each batch is still committed before it is removed, and one downloaded ahead but not stored is fetched
     again next time. POP3 ends its session with each batch's deletion, so it downloads one batch at a time."""
     size_cap = current_app.config["ARCHIVE_PARSE_LIMIT"]
     vectors = db.session.get_bind().dialect.name == "postgresql"
-    with ThreadPoolExecutor(1, thread_name_prefix="parse-ahead") as pool:
+    with ingest.parser(in_process) as pool:
 
         def fetched(batch):
             downloaded = list(session.download(batch))

@@ -1,8 +1,13 @@
 """Raw bytes -> a stored message: dedupe, parse within limits, thread. Never raises on bad mail."""
 import contextlib
+import ctypes
 import hashlib
+import multiprocessing
+import os
 import re
-from concurrent.futures import ThreadPoolExecutor
+import signal
+import sqlite3
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -93,13 +98,35 @@ def prepare(raws: list[bytes], size_cap: int, vectors: bool) -> Prepared:
     return Prepared(shas, parsed)
 
 
+def parser(in_process: bool) -> Executor:
+    """Where batches are parsed ahead of the store (ingest.prepare): a process of its own for a long fetch or an
+    import, so that the parse runs on the second core instead of taking turns at the GIL with the store; a thread for
+    a short fetch (starting a process costs more than it saves there, and a lone large message is not copied into
+    a second process). The process is forked from the worker: it starts with everything imported, and it touches
+    no database connection (prepare is pure) and leaves without closing any."""
+    if in_process:
+        return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"), initializer=_parser_started,
+                                   initargs=(os.getpid(),))
+    return ThreadPoolExecutor(1, thread_name_prefix="parse-ahead")
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _parser_started(worker: int) -> None:
+    """In the parser process: it dies with its worker, killed or not (it holds copies of the worker's pipes, and a
+    killed worker's parser would otherwise wait for work for ever)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != worker:  # the worker died before the line above took effect
+        os._exit(0)
+
+
 def ahead(batches):
-    """(batch, Prepared) for each batch of raw messages, the next batch prepared in a thread while the caller
-    stores this one: parsing holds the GIL, but the caller mostly waits for its database (sqlite3 and psycopg
-    let go of the GIL then), so the two overlap on two cores (docs/benchmarks.md, B3 and B8). At most two
-    batches are held at a time."""
+    """(batch, Prepared) for each batch of raw messages, the next batch prepared in another process while the
+    caller stores this one (docs/benchmarks.md, B3 and B8). At most two batches are held at a time."""
     size_cap, vectors = current_app.config["ARCHIVE_PARSE_LIMIT"], _vectors()
-    with ThreadPoolExecutor(1, thread_name_prefix="parse-ahead") as pool:
+    with parser(True) as pool:
         pending = None
         for batch in batches:
             future = pool.submit(prepare, batch, size_cap, vectors)
@@ -244,13 +271,15 @@ def _write(space_id: int, account_id: int | None, parsed: list[Parsed], raws: li
     threads = [_resolved(t) for t in threads]
     new_threads = list({id(t): t for t in threads if isinstance(t, _NewThread)}.values())
     for thread in new_threads:
-        mine = [row["date"] for t, row in zip(threads, rows) if t is thread]
-        thread.count, thread.last_date = len(mine), max(mine)
+        thread.count = 0
+    for thread, row in zip(threads, rows):  # each new thread's size and newest date, in one pass over the batch
+        if isinstance(thread, _NewThread):
+            thread.last_date = row["date"] if thread.count == 0 else max(thread.last_date, row["date"])
+            thread.count += 1
     if new_threads:
-        thread_ids = db.session.execute(insert(Thread.__table__).returning(
-            Thread.__table__.c.id, sort_by_parameter_order=True), [
+        thread_ids = _insert_rows(Thread.__table__, [
             {"space_id": space_id, "subject": t.subject, "subject_key": t.key, "message_count": t.count,
-             "last_date": t.last_date} for t in new_threads]).scalars().all()
+             "last_date": t.last_date} for t in new_threads])
         for thread, thread_id in zip(new_threads, thread_ids):
             thread.id = thread_id
     for row, thread, parent in zip(rows, threads, parents):
@@ -290,32 +319,56 @@ def _write(space_id: int, account_id: int | None, parsed: list[Parsed], raws: li
 def _insert_messages(rows: list[dict]) -> list[int]:
     """Insert the batch's message rows; their ids, in order.
 
-    PostgreSQL: the ids are taken from the sequence first, then the rows go in as one pipelined executemany of
-    one short statement, each with its search vector (search.pg_vector). SQLAlchemy's
-    multi-row INSERT ... RETURNING for 500 rows was a new 10,000-parameter statement each batch, which psycopg
-    converted in Python every time (a fifth of the import's time, docs/benchmarks.md, B8)."""
-    if db.session.get_bind().dialect.name == "sqlite":
-        return db.session.execute(insert(Message.__table__).returning(
-            Message.__table__.c.id, sort_by_parameter_order=True), rows).scalars().all()
+    The ids are taken first (PostgreSQL: from the sequence; SQLite: after the highest, under the write lock the
+    batch holds, as SQLite itself would number them), then the rows go in as one executemany of one short statement
+    on the driver, each (PostgreSQL) with its search vector (search.pg_vector). SQLAlchemy's multi-row INSERT ...
+    RETURNING for 500 rows was a new 10,000-parameter statement each batch, which psycopg converted in Python every
+    time (a fifth of the import's time, docs/benchmarks.md, B8), and on SQLite, where RETURNING does not promise the
+    rows' order, one statement a row (B1)."""
+    vectors = db.session.get_bind().dialect.name == "postgresql"
+    return _insert_rows(Message.__table__, rows, {"search_vector": lambda row: row.get("search_vector")
+                                                  or search.row_vector(row)} if vectors else None)
+
+
+def _insert_rows(table, rows: list[dict], tsvectors: dict | None = None) -> list[int]:
+    """Insert rows (dicts of the table's columns but its id) through the driver in one executemany; their ids, in
+    order. `tsvectors`: PostgreSQL tsvector columns beyond the model's (the search vector), each a function of the
+    row."""
+    tsvectors = tsvectors or {}
     connection = db.session.connection()
     dialect = connection.dialect
     raw = connection.connection.driver_connection
-    ids = sorted(row[0] for row in raw.execute(
-        "SELECT nextval(pg_get_serial_sequence('archive_messages', 'id')) FROM generate_series(1, %s)",
-        [len(rows)]))
-    columns = [c for c in Message.__table__.c]
+    if dialect.name == "sqlite":
+        write_lock()
+        start = raw.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table.name}").fetchone()[0]
+        ids = list(range(start, start + len(rows)))
+    else:
+        ids = sorted(row[0] for row in raw.execute(
+            f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'id')) FROM generate_series(1, %s)", [len(rows)]))
+    columns = [c for c in table.c if c.name != "id"]
     processors = {c.name: c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns}
     params = []
-    for message_id, row in zip(ids, rows):
-        values = {"id": message_id, "search_vector": row.get("search_vector") or search.row_vector(row)}
-        for column in columns[1:]:
+    for row_id, row in zip(ids, rows):
+        values = {"id": row_id}
+        for column in columns:
             value = row.get(column.name)
             process = processors[column.name]
             values[column.name] = process(value) if process and value is not None else value
+        for name, make in tsvectors.items():
+            values[name] = make(row)
         params.append(values)
-    names = [c.name for c in columns]
-    statement = (f"INSERT INTO archive_messages ({', '.join(names)}, search_vector) VALUES ("
-                 + ", ".join(f"%({name})s" for name in names) + ", %(search_vector)s::tsvector)")
+    names = ["id", *(c.name for c in columns)]
+    if dialect.name == "sqlite":
+        statement = (f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ("
+                     + ", ".join(f":{name}" for name in names) + ")")
+        try:
+            raw.executemany(statement, params)
+        except sqlite3.IntegrityError as error:
+            raise IntegrityError(statement, None, error) from error
+        return ids
+    statement = (f"INSERT INTO {table.name} ({', '.join([*names, *tsvectors])}) VALUES ("
+                 + ", ".join([*(f"%({name})s" for name in names), *(f"%({name})s::tsvector" for name in tsvectors)])
+                 + ")")
     with raw.cursor() as cursor:
         try:
             cursor.executemany(statement, params)
@@ -329,7 +382,10 @@ def _write_raws(ids: list[int], raws: list[bytes]) -> None:
     because binding it whole makes SQLite copy it twice more: a 50 MB message peaked at 4.7x its size."""
     sqlite = db.session.get_bind().dialect.name == "sqlite"
     small = [{"message_id": i, "raw": raw} for i, raw in zip(ids, raws) if not (sqlite and len(raw) > BLOB_CHUNK)]
-    if small:
+    if small and sqlite:  # straight to the driver: SQLAlchemy's binary type copies each message once more
+        db.session.connection().connection.driver_connection.executemany(
+            "INSERT INTO archive_raw (message_id, raw) VALUES (:message_id, :raw)", small)
+    elif small:
         db.session.execute(insert(MessageRaw.__table__), small)
     for message_id, raw in zip(ids, raws):
         if sqlite and len(raw) > BLOB_CHUNK:
@@ -422,8 +478,7 @@ def _touch_existing(joined: list[tuple[int, datetime]]) -> None:
         change = changes.setdefault(thread_id, [0, date])
         change[0] += 1
         change[1] = max(change[1], date)
-    for thread_id, (added, date) in changes.items():
-        _touch(thread_id, date, added)
+    _touch([(thread_id, added, date) for thread_id, (added, date) in changes.items()])
 
 
 def _looks_like_reply(subject: str) -> bool:
@@ -495,16 +550,19 @@ def _merge(old_thread_id: int, thread_id: int) -> None:
     moved = db.session.execute(update(table).where(table.c.thread_id == old_thread_id)
                                .values(thread_id=thread_id)).rowcount
     old_last = db.session.scalar(select(Thread.last_date).where(Thread.id == old_thread_id))
-    _touch(thread_id, old_last, moved)
+    _touch([(thread_id, moved, old_last)])
     db.session.execute(delete(Thread.__table__).where(Thread.__table__.c.id == old_thread_id))
 
 
-def _touch(thread_id: int, date: datetime | None, added: int) -> None:
-    """Count `added` more messages in the thread and move its newest date forward to `date`."""
+def _touch(changes: list[tuple[int, int, datetime | None]]) -> None:
+    """(thread id, messages added, their newest date or None) for each thread: count them and move its newest date
+    forward, in one statement for them all (one UPDATE a thread was a tenth of a fetch's time, docs/benchmarks.md,
+    B1). A None date leaves the thread's own (`last_date < NULL` is not true)."""
+    if not changes:
+        return
     table = Thread.__table__
-    values = {"message_count": func.coalesce(table.c.message_count, 0) + added}
-    if date is not None:
-        newer = bindparam("date", date, type_=table.c.last_date.type)
-        values["last_date"] = case((or_(table.c.last_date.is_(None), table.c.last_date < newer), newer),
-                                   else_=table.c.last_date)
-    db.session.execute(update(table).where(table.c.id == thread_id).values(**values))
+    newer = bindparam("t_date", type_=table.c.last_date.type)
+    db.session.execute(update(table).where(table.c.id == bindparam("t_id")).values(
+        message_count=func.coalesce(table.c.message_count, 0) + bindparam("t_added"),
+        last_date=case((or_(table.c.last_date.is_(None), table.c.last_date < newer), newer), else_=table.c.last_date)),
+        [{"t_id": thread_id, "t_added": added, "t_date": date} for thread_id, added, date in changes])

@@ -131,6 +131,28 @@ def open_session(settings: MailboxSettings):
     return cls(settings, address)
 
 
+def drain(settings: MailboxSettings, handle, commit, batches: int = 1, batch: int = 200) -> int:
+    """Read a service mailbox (replies, bounces): each message handled, each batch committed, and only then
+    deleted on the server. POP3 ends its session with the deletion, so it reads one batch per call."""
+    handled = 0
+    session = open_session(settings)
+    try:
+        for _round in range(batches):
+            items = [i for i in session.list_messages() if not i.flagged_deleted][:batch]
+            if not items:
+                break
+            for _item, raw in session.download(items):
+                handle(raw)
+                handled += 1
+            commit()  # durable before anything is deleted
+            session.delete(items)
+            if session.deletes_end_session:
+                break
+    finally:
+        session.close()
+    return handled
+
+
 class _ToCheckedAddress:
     """Connect to the address the host policy checked, while TLS still verifies the host name."""
 

@@ -80,7 +80,7 @@ def _conditions(filters: Filters, parsed: operators.Query, table: str = "m"):
             where.append(f"{table}.has_attachments")
         if parsed.exclude and not parsed.searches_text:  # -words alone: FTS5 matches no NOT by itself
             params["ui_exclude"] = search.exclusions(parsed, dialect)
-            where.append(f"{table}.id NOT IN (SELECT rowid FROM search_messages WHERE search_messages MATCH "
+            where.append(f"{table}.id NOT IN (SELECT rowid & {search.ID_MASK} FROM search_messages WHERE search_messages MATCH "
                          f"{param('ui_exclude')})" if dialect == "sqlite" else
                          f"NOT ({table}.search_vector @@ CAST({param('ui_exclude')} AS tsquery))")
         return where, params

@@ -1,11 +1,17 @@
 """Full-text search over subject, sender and body: SQLite FTS5 or PostgreSQL tsvector, behind one search().
 
-SQLite: an FTS5 table beside the messages. PostgreSQL: a `search_vector` tsvector on the message row itself, a
+SQLite: a contentless FTS5 table beside the messages (the text is the message row's; FTS5 keeps only its index),
+whose rowid is a key in date order, `search_key(date, id)`: newest-first is FTS5 walking its index backwards and
+stopping after a page (docs/benchmarks.md, B4). Snippets are made from the message row on both engines alike
+(snippet()). PostgreSQL: a `search_vector` tsvector on the message row itself, a
 GIN index on it, and the (space, date, id) btree of the live archive, so that the planner can answer "newest 50
 matches" either by walking the space's newest mail and testing each vector or by the GIN index, whichever its
 statistics say is cheaper (docs/benchmarks.md, B8). The search objects are built by hand (migrations 0003,
 0016, and create_tables() for tests); Alembic's autogenerate leaves every "search_*" object alone.
 """
+import calendar
+import contextvars
+import functools
 import html
 import itertools
 import re
@@ -22,14 +28,22 @@ INDEXED_BODY = 256 * 1024
 _TOKEN = re.compile(r'"([^"]*)"|(\S+)')
 _WORD = re.compile(r"\w+", re.UNICODE)
 START, STOP = "\x02", "\x03"
-NEWEST_WINDOWS = (1_000, 10_000)  # newest messages of a space searched first, for newest-first results
-FEW_MATCHES = 2_000  # fewer matches than this are sorted by date directly (cheaper than the windows)
+WALK = 2_000  # SQLite: newest-first first walks this many of the site's newest matches for a page of the space's
+NEWEST_WINDOWS = (10_000,)  # then the space's newest this many messages, then everything
 RANKED_AMONG = 500  # "Best match" ranks the most recent this many matches
-SNIPPET_WINDOW = 1_200  # PostgreSQL: the body's characters read for a snippet
-
+SNIPPET_WINDOW = 1_200  # the body's characters read for a snippet
+# SQLite's search key: the message's date in whole seconds since 1970 (clamped to 32 bits: 1970-2106) above its id
+# (31 bits, as PostgreSQL's integer ids). Keys sort as (date, id) do, to the second.
+KEY_ID_BITS = 31
+ID_MASK = (1 << KEY_ID_BITS) - 1
+MAX_SECONDS = (1 << 32) - 1
+# The same key in SQL, from the message row `m` (SQLite holds dates as naive UTC text: a fraction of a second is cut
+# off first, as strftime would round it up).
+SQLITE_KEY = (f"((max(min(CAST(strftime('%s', substr(m.date, 1, 19)) AS INTEGER), {MAX_SECONDS}), 0) "
+              f"<< {KEY_ID_BITS}) | m.id)")
 SQLITE_DDL = [
-    "CREATE VIRTUAL TABLE IF NOT EXISTS search_messages USING fts5("
-    "subject, sender, body, tokenize = 'unicode61 remove_diacritics 2')",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS search_messages USING fts5(subject, sender, body, content='', "
+    "tokenize = 'unicode61 remove_diacritics 2')",
 ]
 POSTGRES_DDL = [
     "ALTER TABLE archive_messages ADD COLUMN IF NOT EXISTS search_vector tsvector",
@@ -204,23 +218,44 @@ def row_vector(row: dict) -> str:
     return pg_vector(row["subject"] or "", f"{row['from_name']} {row['from_addr']}", row["body_text"] or "")
 
 
+def search_key(date, message_id: int) -> int:
+    """SQLite's FTS5 rowid for a message: in (date to the second, id) order, and the id in its low bits."""
+    if message_id > ID_MASK:
+        raise ValueError(f"message id {message_id} is past the search key's {KEY_ID_BITS} bits")
+    seconds = min(max(calendar.timegm(date.utctimetuple()), 0), MAX_SECONDS)
+    return (seconds << KEY_ID_BITS) | message_id
+
+
+def indexed_text(row) -> tuple[str, str, str]:
+    """What FTS5 indexes of a message, exactly as it must be given again to take it out (a contentless table)."""
+    return (row["subject"] or "", f"{row['from_name'] or ''} {row['from_addr'] or ''}",
+            (row["body_text"] or "")[:INDEXED_BODY])
+
+
 def index_rows(rows: list[dict]) -> None:
-    """Add messages (dicts with id, subject, from_name, from_addr, body_text) to SQLite's FTS5 table in one
+    """Add messages (dicts with id, date, subject, from_name, from_addr, body_text) to SQLite's FTS5 table in one
     statement. PostgreSQL's vector is written with the message row itself (ingest), so there is nothing to do."""
     if not rows or _dialect() != "sqlite":
         return
-    db.session.execute(text("INSERT INTO search_messages (rowid, subject, sender, body) VALUES (:id, :s, :f, :b)"),
-                       [{"id": row["id"], "s": row["subject"] or "", "f": f"{row['from_name']} {row['from_addr']}",
-                         "b": (row["body_text"] or "")[:INDEXED_BODY]} for row in rows])
+    connection = db.session.connection().connection.driver_connection
+    connection.executemany("INSERT INTO search_messages (rowid, subject, sender, body) VALUES (?, ?, ?, ?)",
+                           [(search_key(row["date"], row["id"]), *indexed_text(row)) for row in rows])
 
 
 def remove(message_ids: list[int]) -> None:
-    """Forget messages about to be deleted (SQLite's FTS5 rows; PostgreSQL's vector goes with the row)."""
+    """Forget messages about to be deleted (PostgreSQL's vector goes with the row). SQLite's table is contentless:
+    FTS5 takes a message out when given what it indexed, read here from the message rows themselves."""
     if not message_ids or _dialect() != "sqlite":
         return
     for start in range(0, len(message_ids), 500):
-        chunk = message_ids[start:start + 500]
-        db.session.execute(text(f"DELETE FROM search_messages WHERE rowid IN ({','.join(map(str, chunk))})"))
+        chunk = ",".join(str(int(i)) for i in message_ids[start:start + 500])
+        rows = _all(f"SELECT {SQLITE_KEY}, m.subject, m.from_name, m.from_addr, m.body_text "
+                    f"FROM archive_messages m WHERE m.id IN ({chunk})", {})
+        db.session.connection().connection.driver_connection.executemany(
+            "INSERT INTO search_messages (search_messages, rowid, subject, sender, body) "
+            "VALUES ('delete', ?, ?, ?, ?)",
+            [(key, *indexed_text({"subject": s, "from_name": n, "from_addr": a, "body_text": b}))
+             for key, s, n, a, b in rows])
 
 
 @dataclass
@@ -251,83 +286,91 @@ def search(space_id: int, query, *, order: str = "newest", limit: int = 50, befo
     return [Hit(row[0], _marked(row[1])) for row in rows]
 
 
-def _keyset(before, params) -> str:
-    if before is None:
-        return ""
-    params["before_date"], params["before_id"] = before
-    return " AND (m.date < :before_date OR (m.date = :before_date AND m.id < :before_id))"
-
-
 def _search_sqlite(space_id, query, order, limit, before, cond="", extra_params=None):
-    params = {**(extra_params or {}), "q": fts5_query(query), "space": space_id, "limit": limit}
     db.session.flush()  # the statements below go to sqlite3 directly, past the session's autoflush
-    if before is not None:  # SQLite holds dates as naive UTC text: compare in that form
-        before = (before[0].replace(tzinfo=None).isoformat(sep=" "), before[1])
-    matches = _MATCHES + cond
-    ids = _best_sqlite(params, query, matches) if order == "relevance" else _newest_sqlite(params, before, matches)
-    if not ids:
+    token = _DRIVER.set(db.session.connection().connection.driver_connection)  # looked up once, not a statement
+    try:
+        return _search_sqlite_on(space_id, query, order, limit, before, cond, extra_params)
+    finally:
+        _DRIVER.reset(token)
+
+
+def _search_sqlite_on(space_id, query, order, limit, before, cond, extra_params):
+    params = {**(extra_params or {}), "q": fts5_query(query), "space": space_id, "limit": limit}
+    before_key = search_key(*before) if before is not None else None
+    if order == "relevance":
+        keys = _best_sqlite(params, query, cond)
+    else:
+        keys = _newest_sqlite(params, before_key, cond)
+    if not keys:
         return []
-    # Snippets for the page's rows only (asked for in the query above, SQLite made one for every match). FTS5
-    # gets the rowid range and skips to it; the IN list is SQLite's to apply ("+"), as FTS5 would run once a value.
-    snippets = dict(_all(
-        "SELECT rowid, snippet(search_messages, -1, char(2), char(3), '…', 16) FROM search_messages "
-        "WHERE search_messages MATCH :q AND rowid BETWEEN :low AND :high "
-        f"AND +rowid IN ({','.join(str(int(i)) for i in ids)})", {**params, "low": min(ids), "high": max(ids)}))
-    return [(i, snippets.get(i)) for i in ids]
+    ids = [key & ID_MASK for key in keys]
+    first = _first_word(query)
+    found = {}
+    for message_id, subject, body, cut in _all(  # a small body whole (cut here), a large one's window (cut in SQL)
+            f"SELECT id, subject, CASE WHEN {_SMALL} THEN body_text ELSE substr(body_text, {_CUT} + 1, "
+            f"{SNIPPET_WINDOW}) END, CASE WHEN {_SMALL} THEN NULL ELSE {_CUT} END FROM archive_messages "
+            f"WHERE id IN ({','.join(map(str, ids))})", {"first": first}):
+        if cut is None:  # (or no body at all: NULL in SQL)
+            body = body or ""
+            cut = max(body.find(first) - SNIPPET_WINDOW // 3, 0)
+            body = body[cut:cut + SNIPPET_WINDOW]
+        found[message_id] = _snippet_of(subject, cut, body, query)
+    return [(i, found[i]) for i in ids if i in found]
 
 
-_MATCHES = ("SELECT m.id FROM search_messages JOIN archive_messages m ON m.id = search_messages.rowid "
-            "WHERE search_messages MATCH :q AND m.space_id = :space AND m.deleted_at IS NULL")
+# A snippet's window of the body starts a little before the query's first word as written (in lower case), else at
+# the start, as on PostgreSQL. A body up to 64 KB is read whole and searched in Python (str.find is several times
+# faster than SQLite's instr, which decodes the text as it goes); a larger one is cut in SQL.
+_SMALL = "length(CAST(body_text AS BLOB)) <= 65536"
+_CUT = f"max(instr(body_text, :first) - {SNIPPET_WINDOW // 3}, 0)"
+_LIVE = "m.space_id = :space AND m.deleted_at IS NULL"
+_JOINED = f"JOIN archive_messages m ON m.id = (search_messages.rowid & {ID_MASK})"
 
 
-def _newest_sqlite(params: dict, before, matches: str = _MATCHES) -> list[int]:
-    """The newest matches. Sorting every match by date grows with the matches (a common word: all of the
-    archive), so look among the space's newest 1,000, then 10,000 messages first: when that window holds a
-    page of matches, they are exactly the newest (everything outside is older). Message ids grow with arrival,
-    so the window's id range keeps FTS5's scan short; mail imported out of date order only widens it."""
-    keyset = _keyset(before, params)
-    few = _all("SELECT count(*) FROM (SELECT 1 FROM search_messages WHERE search_messages MATCH :q LIMIT :few)",
-               {**params, "few": FEW_MATCHES})[0][0] < FEW_MATCHES
-    for window in () if few else NEWEST_WINDOWS:  # few matches anywhere: sorting them all is cheaper
-        edge = _all(
-            "SELECT min(id), max(id), count(*), min(date) FROM (SELECT m.id, m.date FROM archive_messages m "
-            "WHERE m.space_id = :space AND m.deleted_at IS NULL" + keyset
-            + " ORDER BY m.date DESC, m.id DESC LIMIT :window)", {**params, "window": window})[0]
-        if edge[2] < window:
+def _newest_sqlite(params: dict, before_key: int | None, cond: str = "") -> list[int]:
+    """The keys of the space's newest matches, newest first. Keys are in date order, so FTS5 walks its index
+    backwards and SQLite stops at a page (no sort); each match is checked against its message row (the space, the
+    trash, the Mail tab's filters). The walk is bounded first by the site's WALK newest matches: a page of this
+    space's among them is exactly its newest (and with fewer matches than that there is no bound). Else the space's
+    mail is a small part of the site's: the key of its newest NEWEST_WINDOWS messages bounds the walk, and then
+    nothing does."""
+    params = {**params, "before_key": before_key}  # (parameters, not literals: sqlite3 keeps statements prepared)
+    bound = "" if before_key is None else " AND search_messages.rowid < :before_key"
+    matches = f"SELECT search_messages.rowid FROM search_messages {_JOINED} WHERE search_messages MATCH :q{bound} " \
+              f"AND {_LIVE}{cond}"
+    newest = " ORDER BY search_messages.rowid DESC LIMIT :limit"
+    edge = _all(f"SELECT rowid FROM search_messages WHERE search_messages MATCH :q{bound} ORDER BY rowid DESC "
+                f"LIMIT 1 OFFSET {int(WALK) - 1}", params)
+    if not edge:  # fewer matches than WALK: walking them all is as cheap
+        return _column(matches + newest, params)
+    keys = _column(f"{matches} AND search_messages.rowid >= :low{newest}", {**params, "low": edge[0][0]})
+    if len(keys) == params["limit"]:
+        return keys
+    for window in NEWEST_WINDOWS:
+        edge = _all(f"SELECT {SQLITE_KEY} FROM archive_messages m WHERE {_LIVE}"
+                    + ("" if before_key is None else f" AND {SQLITE_KEY} < :before_key")
+                    + " ORDER BY m.date DESC, m.id DESC LIMIT 1 OFFSET :skip", {**params, "skip": window - 1})
+        if not edge:
             break  # the window is the whole (rest of the) space: the plain query below is as cheap
-        last = _all(
-            "SELECT m.date, m.id FROM archive_messages m WHERE m.space_id = :space AND m.deleted_at IS NULL" + keyset
-            + " ORDER BY m.date DESC, m.id DESC LIMIT 1 OFFSET :skip", {**params, "skip": window - 1})[0]
-        ids = _column(
-            matches + keyset + " AND search_messages.rowid BETWEEN :low AND :high AND (m.date > :edge_date OR "
-            "(m.date = :edge_date AND m.id >= :edge_id)) ORDER BY m.date DESC, m.id DESC LIMIT :limit",
-            {**params, "low": edge[0], "high": edge[1], "edge_date": last[0], "edge_id": last[1]})
-        if len(ids) == params["limit"]:
-            return ids
-    return _column(matches + keyset + " ORDER BY m.date DESC, m.id DESC LIMIT :limit", params)
+        keys = _column(f"{matches} AND search_messages.rowid >= :low{newest}", {**params, "low": edge[0][0]})
+        if len(keys) == params["limit"]:
+            return keys
+    return _column(matches + newest, params)
 
 
-def _best_sqlite(params: dict, query: TextQuery, matches: str = _MATCHES) -> list[int]:
-    """Best first by bm25 (subject counts 5×, sender 3×), among the most recently archived RANKED_AMONG matches:
-    ranking every match of a common word grows with the archive. Exact up to that many. A phrase is scored by
-    its words: bm25 of a phrase first counts every row holding it (docs/benchmarks.md, B4)."""
-    cond = matches[len(_MATCHES):]
-    candidates = _column(
-        "SELECT m.id FROM (SELECT rowid AS id FROM search_messages WHERE search_messages MATCH :q "
-        "ORDER BY rowid DESC LIMIT :among) f JOIN archive_messages m ON m.id = f.id "
-        "WHERE m.space_id = :space AND m.deleted_at IS NULL" + cond, {**params, "among": RANKED_AMONG})
-    if len(candidates) < min(params["limit"], RANKED_AMONG):
-        # Other spaces' mail came first (the newest rowids are theirs): this space's own newest matches, found by
-        # its date index as newest-first finds them, not all its matches (3-6 s for a common word at 1,000,000;
-        # docs/benchmarks.md, B8).
-        candidates = _newest_sqlite({**params, "limit": RANKED_AMONG}, None, matches)
+def _best_sqlite(params: dict, query: TextQuery, cond: str = "") -> list[int]:
+    """Best first by bm25 (subject counts 5×, sender 3×), among the space's newest RANKED_AMONG matches: ranking
+    every match of a common word grows with the archive. Exact up to that many. A phrase is scored by its words:
+    bm25 of a phrase first counts every row holding it (docs/benchmarks.md, B4)."""
+    candidates = _newest_sqlite({**params, "limit": RANKED_AMONG}, None, cond)
     if not candidates:
         return []
     words = fts5_query(TextQuery(terms=[Term("word", w) if t.kind == "phrase" else t for t in query.positive()
                                         for w in (_WORD.findall(t.text) if t.kind == "phrase" else [t.text])]))
     return _column(
         "SELECT rowid FROM search_messages WHERE search_messages MATCH :words AND rowid BETWEEN :low AND :high "
-        f"AND +rowid IN ({','.join(str(int(i)) for i in candidates)}) "
+        f"AND +rowid IN ({','.join(str(int(k)) for k in candidates)}) "
         "ORDER BY bm25(search_messages, 5.0, 3.0, 1.0), rowid DESC LIMIT :limit",
         {"words": words, "low": min(candidates), "high": max(candidates), "limit": params["limit"]})
 
@@ -335,7 +378,11 @@ def _best_sqlite(params: dict, query: TextQuery, matches: str = _MATCHES) -> lis
 def _all(sql: str, params: dict) -> list[tuple]:
     """Rows of one statement on the session's own sqlite3 connection, in its transaction: through text() each
     statement's overhead was most of a rare word's search (docs/benchmarks.md, B4)."""
-    return db.session.connection().connection.driver_connection.execute(sql, params).fetchall()
+    driver = _DRIVER.get() or db.session.connection().connection.driver_connection
+    return driver.execute(sql, params).fetchall()
+
+
+_DRIVER: contextvars.ContextVar = contextvars.ContextVar("search_driver", default=None)  # during one search()
 
 
 def _column(sql: str, params: dict) -> list:
@@ -370,8 +417,7 @@ def _search_postgres(space_id, query, order, limit, before, cond="", extra_param
     # body around the first place the query's first word appears as written (in lower case; lower() of each body
     # in SQL cost more than it saved): whole bodies were most of a page's time (50 bodies of 9 KB, fetched and
     # read word by word). Else the window is the body's start.
-    first = next((w for t in query.positive() for w in lexemes(t.text)), "")
-    params["first"] = first
+    params["first"] = _first_word(query)
     sql = (f"SELECT hits.id, m.subject, w.cut, substr(m.body_text, w.cut + 1, {SNIPPET_WINDOW}) FROM ({page}) hits "
            "JOIN archive_messages m ON m.id = hits.id, LATERAL (SELECT greatest(strpos(m.body_text, %(first)s) "
            f"- {SNIPPET_WINDOW // 3}, 0) AS cut) w ORDER BY {order_by}")
@@ -379,20 +425,115 @@ def _search_postgres(space_id, query, order, limit, before, cond="", extra_param
     connection = db.session.connection().connection.driver_connection
     # Never a prepared statement: a generic plan would not know how common the words are.
     rows = connection.execute(sql, params, prepare=False).fetchall()
-    return [(row[0], snippet(f"{row[1]} · {'… ' if row[2] else ''}{row[3]}", query.positive())) for row in rows]
+    return [(row[0], _snippet_of(*row[1:], query)) for row in rows]
 
 
-def snippet(text_: str, terms: list[Term], width: int = 24) -> str:
+def _first_word(query: TextQuery) -> str:
+    """The word a snippet's window of the body is cut around (as written, in lower case)."""
+    return next((w for t in query.positive() for w in lexemes(t.text)), "")
+
+
+def _snippet_of(subject: str, cut: int, window: str, query: TextQuery) -> str:
+    """A hit's snippet, from its subject and a window of its body starting at `cut` (both engines)."""
+    subject, window = subject or "", window or ""
+    return snippet(f"{subject} · {'… ' if cut else ''}{window}", query.positive(),
+                   ascii_=subject.isascii() and window.isascii())
+
+
+def snippet(text_: str, terms: list[Term], width: int = 24, ascii_: bool | None = None) -> str:
     """About `width` words around the first match, each matching word marked as written (diacritics and case
     ignored when matching, as the index does). The text is read only up to the window: a whole 9 KB body cut into
-    words cost ~1 ms, 50 ms for a page of hits (docs/benchmarks.md, B8)."""
+    words cost ~1 ms, 50 ms for a page of hits (docs/benchmarks.md, B8). ASCII text is searched by one regular
+    expression of the query's words and cut around the first hit (a word at a time in Python was most of a page
+    of hits' time, B4); other text word by word, as FTS5 folds it. `ascii_`: the caller knows the text is ASCII but
+    for separators that are no letters (" · ", "… ")."""
+    words, prefixes, pattern = _query_words(tuple((t.kind, t.text) for t in terms))
+    if not (text_.isascii() if ascii_ is None else ascii_):
+        return _snippet_by_words(text_, set(words), list(prefixes), width)
+    lowered = text_.lower()  # the same length (ASCII): where words are written, found in C before any expression
+    needles = (*words, *prefixes)
+    first = _ascii_hits(text_, lowered, needles, pattern, 0, len(text_), first_only=True)
+    if not first:  # matched where the text shown does not reach (the sender): its first words
+        first = _FIRST_WORD.search(text_)
+        start, end = (first.start(), _words_after(width).match(text_, first.start()).end()) if first else (0, 0)
+        hits = []
+    else:
+        at = first[0][0]
+        lo = max(0, at - 40 * (width // 3))
+        back = _words_before(width // 3).match(text_[lo:at][::-1])  # up to width/3 words before, read backwards
+        start = at - back.end()
+        if start == lo and lo and _LEXEME.match(text_, lo - 1):  # the read began inside a word: not that one
+            start = _SKIP_WORD.match(text_, lo).end()
+        before = len(_LEXEME.findall(text_, start, at))
+        end = _words_after(width - before).match(text_, at).end()
+        hits = _ascii_hits(text_, lowered, needles, pattern, at, end)
+    if start == end:
+        return ""
+    out, pos = [], start
+    for hit_start, hit_end in hits:
+        if hit_start >= end:
+            break
+        out += (text_[pos:hit_start], START, text_[hit_start:hit_end], STOP)
+        pos = hit_end
+    out.append(text_[pos:end])
+    return ("…" if start else "") + " ".join("".join(out).split()) + ("…" if end < len(text_) else "")
+
+
+def _ascii_hits(text_: str, lowered: str, needles: tuple, pattern, start: int, end: int,
+                first_only: bool = False) -> list[tuple[int, int]]:
+    """Where the query's words are in ASCII text, starting from `start` to before `end`, as whole words (prefixes
+    as a word's start), or only the first of them: each place a word is written (str.find, in C), checked by the
+    query's expression (which alone would try every position: slower)."""
+    spans: set[tuple[int, int]] = set()
+    for needle in needles if pattern is not None else ():
+        at = lowered.find(needle, start, end + len(needle) - 1)
+        while at >= 0:
+            found = pattern.match(text_, at)
+            if found:
+                spans.add(found.span())
+                if first_only:
+                    end = at  # only one starting before it can come first now
+                    break
+            at = lowered.find(needle, at + 1, end + len(needle) - 1)
+    return sorted(spans)[:1] if first_only else sorted(spans)
+
+
+# Runs of words, as regular expressions: n words read forwards (from a word's start), n words read backwards (on
+# the reversed text before a word: separators, then a word), and the rest of a word with what follows it.
+# (Compiled when first asked for: compiling every width at import cost each process 8 ms.)
+@functools.cache
+def _words_after(n: int) -> re.Pattern:
+    return re.compile(r"[^\W_]+(?:[\W_]+[^\W_]+){0,%d}" % max(n - 1, 0))
+
+
+@functools.cache
+def _words_before(n: int) -> re.Pattern:
+    return re.compile(r"(?:[\W_]+[^\W_]+){0,%d}" % n)
+
+
+_SKIP_WORD = re.compile(r"[^\W_]*[\W_]*")
+_FIRST_WORD = re.compile(r"[^\W_]")
+
+
+@functools.lru_cache(maxsize=256)
+def _query_words(terms: tuple) -> tuple[frozenset, tuple, re.Pattern | None]:
+    """A query's words and prefixes as the index holds them, and an expression finding any of them in ASCII text
+    as a whole word (a prefix as the start of one), in any case."""
     words, prefixes = set(), []
-    for term in terms:
-        found = lexemes(term.text)
-        if term.kind == "prefix":
+    for kind, text_ in terms:
+        found = lexemes(text_)
+        if kind == "prefix":
             prefixes += found[:1]
         else:
             words.update(found)
+    alternatives = [re.escape(w) + "(?![^\\W_])" for w in sorted(words, key=len, reverse=True) if w.isascii()]
+    alternatives += [re.escape(p) + "[^\\W_]*" for p in prefixes if p.isascii()]
+    pattern = re.compile("(?<![^\\W_])(?:" + "|".join(alternatives) + ")", re.IGNORECASE) if alternatives else None
+    return frozenset(words), tuple(prefixes), pattern
+
+
+def _snippet_by_words(text_: str, words: set[str], prefixes: list[str], width: int) -> str:
+    """snippet() for text beyond ASCII: each word folded as FTS5 folds it (case and diacritics)."""
 
     def hit(word: str) -> bool:
         key = word.lower() if word.isascii() else fold(word).lower()

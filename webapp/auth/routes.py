@@ -197,3 +197,19 @@ def _to_login(message: str):
     if is_htmx():
         return "", 204, {"HX-Redirect": target}
     return redirect(target)
+
+
+@bp.route("/profile/mail-bounced/try-again", methods=["POST"])
+@login_required
+def try_again():
+    """The person whose mail bounced fixed their mailbox: mail to them goes out again (the banner's button)."""
+    from webapp.outgoing import bounces
+
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    if bounces.suppression_of(current_user.email) is not None:
+        bounces.lift(current_user.email)
+        db.session.commit()
+        flash(f"Mail to {current_user.email} will be sent again. If it bounces again, this page will say so.",
+              "success")
+    return redirect(safe_next(request.form.get("next"), url_for("auth.profile")))

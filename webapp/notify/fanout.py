@@ -2,6 +2,7 @@
 import logging
 import secrets
 from datetime import timedelta
+from types import SimpleNamespace
 
 from markupsafe import escape
 from sqlalchemy import select, update
@@ -11,7 +12,7 @@ from webapp.content.models import Comment, Page
 from webapp.content.render import diff_excerpt, markdown
 from webapp.content.services import version
 from webapp.extensions import db
-from webapp.notify.audience import list_label, recipients
+from webapp.notify.audience import Recipient, list_label, recipients
 from webapp.notify.events import wake_fan_out
 from webapp.notify.models import ContentEvent
 from webapp.notify.replies import reply_addresser
@@ -29,24 +30,25 @@ VERBS = {"created": "created", "edited": "edited", "commented": "commented on"}
 
 
 def fan_out_due() -> int:
-    """Every due event, one at a time, each claimed atomically; returns how many mails were queued.
+    """Every due event, one at a time; returns how many mails were queued.
 
-    An event whose fan-out raises is rolled back, counted and put off, so the events after it go out now; after
-    POISON_ATTEMPTS tries it is set aside for an admin (Administration › System health › Failed events)."""
+    An event is fanned out in batches of watchers, each committed with the event's progress (fan_out), so the
+    senders start on the first batch. An event whose fan-out raises keeps what it committed, is counted and put
+    off, so the events after it go out now; after POISON_ATTEMPTS tries it is set aside for an admin
+    (Administration › System health › Failed events)."""
     queued = 0
     while True:
         event_id = db.session.scalar(select(ContentEvent.id).where(
             ContentEvent.fanned_out_at.is_(None), ContentEvent.failed_at.is_(None), ContentEvent.send_after <= utcnow())
             .order_by(ContentEvent.id).limit(1))
+        db.session.rollback()  # nothing read here may be held while the batches commit
         if event_id is None:
             return queued
         try:
-            claimed = db.session.execute(update(ContentEvent).where(ContentEvent.id == event_id,
-                                                                    ContentEvent.fanned_out_at.is_(None))
-                                         .values(fanned_out_at=utcnow())).rowcount
-            if claimed:
-                queued += fan_out(db.session.get(ContentEvent, event_id))
-            db.session.commit()  # the claim and the event's mails together: all or nothing
+            done, count = fan_out(db.session.get(ContentEvent, event_id))
+            queued += count
+            if not done:
+                return queued  # another worker holds this event's fan-out: it goes on from where that one is
         except Exception as exc:
             db.session.rollback()
             log.exception("fan-out of content event %s failed", event_id)
@@ -82,15 +84,48 @@ def discard_event(event: ContentEvent) -> None:
     event.fanned_out_at, event.recipients = utcnow(), 0
 
 
-def fan_out(event: ContentEvent) -> int:
-    """One queued mail per recipient, inserted in batches. The body is rendered (and its CSS inlined) once for
-    the event; each recipient's mail only fills in their own stop-watching link, reason and reply address."""
+def fan_out(event: ContentEvent) -> tuple[bool, int]:
+    """One queued mail per recipient not yet told, committed BATCH recipients at a time (by user id) together with
+    the event's progress; (whether the event is done, how many mails this call queued).
+
+    Each batch first moves the progress on from the value this worker read (a compare-and-set, which also takes
+    the event's row lock): a second worker on the same event finds it moved, rolls its batch back and stops, so no
+    one gets a mail twice. The body is rendered (and its CSS inlined) once for the event; each recipient's mail
+    only fills in their own stop-watching link, reason and reply address."""
     page, space = db.session.get(Page, event.page_id), db.session.get(Space, event.space_id)
     actor = db.session.get(User, event.actor_id) if event.actor_id else None
-    people = recipients(page, space, event.actor_id)
-    event.recipients = len(people)
-    if not people:
-        return 0
+    # Plain copies: each batch's commit would otherwise expire the rows and reload them one by one.
+    people = [Recipient(SimpleNamespace(id=p.user.id, email=p.user.email, mail_format=p.user.mail_format),
+                        SimpleNamespace(user_id=p.watch.user_id, scope=p.watch.scope, space_id=p.watch.space_id,
+                                        page_id=p.watch.page_id))
+              for p in recipients(page, space, event.actor_id)]
+    event_id, progress = event.id, event.fanned_out_to
+    todo = [p for p in people if progress is None or p.user.id > progress]
+    batches = [todo[start:start + BATCH] for start in range(0, len(todo), BATCH)] or [[]]
+    fill = _filler(event, page, space, actor) if todo else None
+    actor_ref = SimpleNamespace(id=actor.id) if actor else None
+    queued = 0
+    for batch in batches:
+        last = batch[-1].user.id if batch else progress
+        done = batch is batches[-1]
+        moved = db.session.execute(
+            update(ContentEvent).where(ContentEvent.id == event_id, ContentEvent.fanned_out_at.is_(None),
+                                       ContentEvent.fanned_out_to.is_(None) if progress is None
+                                       else ContentEvent.fanned_out_to == progress)
+            .values(fanned_out_to=last, recipients=len(people), fanned_out_at=utcnow() if done else None)
+            .execution_options(synchronize_session=False)).rowcount
+        if not moved:
+            db.session.rollback()
+            return False, queued
+        if batch:
+            queue_many([fill(person) for person in batch], actor=actor_ref)
+        db.session.commit()  # this batch's mails and the progress together: the senders start on them now
+        progress, queued = last, queued + len(batch)
+    return True, queued
+
+
+def _filler(event: ContentEvent, page: Page, space: Space, actor):
+    """person -> their mail's fields: the event's parts rendered once, their own link, reason and reply address."""
     base = base_url()
     # Stand-ins for each recipient's own link and reason: random, so no page text can hold them by chance.
     slot = {"unwatch": f"unwatch-{secrets.token_hex(8)}", "reason": f"reason-{secrets.token_hex(8)}"}
@@ -99,23 +134,23 @@ def fan_out(event: ContentEvent) -> int:
     thread = f"<page-{page.id}.{list_label(space)}@{host}>"
     list_id = f"{space.name} <{list_label(space)}.{host}>"
     addresser = reply_addresser()
-    for start in range(0, len(people), BATCH):
-        mails = []
-        for person in people[start:start + BATCH]:
-            link = f"{base}/unwatch/{unwatch_token(person.watch)}"
-            reason = person.reason.format(space=space.name)
-            text = parts["text"].replace(slot["unwatch"], link).replace(slot["reason"], reason)
-            html = None
-            if person.user.mail_format == "html":
-                html = parts["html"].replace(slot["unwatch"], link).replace(slot["reason"], str(escape(reason)))
-            headers = {"List-Id": list_id, "In-Reply-To": thread, "References": thread,
-                       "List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
-            if addresser:
-                headers["Reply-To"] = f"{space.name} <{addresser(person.user.id, page.id)}>"
-            mails.append({"recipient": person.user.email, "subject": parts["subject"], "body_text": text,
-                          "body_html": html, "headers": headers})
-        queue_many(mails, actor=actor)
-    return len(people)
+    page_id, space_name = page.id, space.name  # read now: the batches' commits expire the rows
+
+    def fill(person) -> dict:
+        link = f"{base}/unwatch/{unwatch_token(person.watch)}"
+        reason = person.reason.format(space=space_name)
+        text = parts["text"].replace(slot["unwatch"], link).replace(slot["reason"], reason)
+        html = None
+        if person.user.mail_format == "html":
+            html = parts["html"].replace(slot["unwatch"], link).replace(slot["reason"], str(escape(reason)))
+        headers = {"List-Id": list_id, "In-Reply-To": thread, "References": thread,
+                   "List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+        if addresser:
+            headers["Reply-To"] = f"{space_name} <{addresser(person.user.id, page_id)}>"
+        return {"recipient": person.user.email, "subject": parts["subject"], "body_text": text, "body_html": html,
+                "headers": headers}
+
+    return fill
 
 
 def _parts(event: ContentEvent, page: Page, space: Space, actor, base: str, slot: dict) -> dict:

@@ -49,6 +49,9 @@ class ContentEvent(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     send_after: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     fanned_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The highest user id whose mail is queued: each batch of watchers commits with it, so the senders start on
+    # the first batch and a fan-out stopped half way goes on from there (none twice, none left out).
+    fanned_out_to: Mapped[int | None] = mapped_column()
     recipients: Mapped[int] = mapped_column(default=0)
     # A fan-out that raised: counted, retried later, and after a few tries set aside ("failed events").
     attempts: Mapped[int] = mapped_column(default=0)

@@ -9,7 +9,7 @@ from email.utils import getaddresses, parseaddr
 from flask import current_app
 from sqlalchemy import select
 
-from webapp.archive.mailbox import open_session
+from webapp.archive.mailbox import drain
 from webapp.archive.parse import parse
 from webapp.auth.models import User
 from webapp.content.models import Page
@@ -39,8 +39,14 @@ def mailbox() -> ReplyMailbox:
 
 
 def save_mailbox(box: ReplyMailbox, enabled: bool, address: str, data: ConnectionData, user=None) -> None:
-    """Save the reply mailbox; its password must be typed again for any new endpoint (the one rule, mailnet), and
-    a provider's sign-in is checked like a mail account's."""
+    """Save the reply mailbox (the rules of every service mailbox: save_connection)."""
+    save_connection(box, data, user)
+    box.enabled, box.address = enabled, address
+
+
+def save_connection(box, data: ConnectionData, user=None) -> None:
+    """A service mailbox's connection (replies, bounces): its password typed again for any new endpoint (the one
+    rule, mailnet), a provider's sign-in checked like a mail account's. Raises UserError."""
     has_secret = box.has_stored_secret
     problem = data.secret_problem(box.endpoint if has_secret else None, has_secret)
     if problem:
@@ -49,7 +55,6 @@ def save_mailbox(box: ReplyMailbox, enabled: bool, address: str, data: Connectio
         grant_id = resolve_mailbox(data, user, box.oauth_grant_id)
     except SignInChoiceError as exc:
         raise UserError(str(exc)) from None
-    box.enabled, box.address = enabled, address
     box.apply_connection(data, grant_id)
 
 
@@ -128,16 +133,7 @@ def fetch() -> int:
         return 0
     handled = 0
     try:
-        session = open_session(mailbox_settings(box))
-        try:
-            items = session.list_messages()[:200]
-            for _item, raw in session.download(items):
-                handle(raw)
-                handled += 1
-            db.session.commit()  # comments and receipts are durable before anything is deleted
-            session.delete(items)
-        finally:
-            session.close()
+        handled = drain(mailbox_settings(box), handle, db.session.commit)
         box.last_result = f"Fetched {handled} repl{'y' if handled == 1 else 'ies'}."
     except MailboxError as exc:
         db.session.rollback()

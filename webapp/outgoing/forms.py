@@ -48,6 +48,13 @@ class ServerForm(SignInFields, FlaskForm):
     timeout_seconds = IntegerField("Timeout (seconds)", default=30,
                                    validators=[InputRequired(message="Enter a timeout in seconds."),
                                                NumberRange(1, 300, "Choose 1 to 300 seconds.")])
+    max_per_minute = IntegerField("Mails a minute at most", default=0,
+                                  description="The provider's sending limit (0: none). Mail over it waits; it never "
+                                              "fails for it.",
+                                  validators=[Optional(), NumberRange(0, 100000, "Choose 0 to 100,000 mails a minute.")])
+    max_connections = IntegerField("Connections at most", default=0,
+                                   description="Open connections to this server across all senders (0: no limit).",
+                                   validators=[Optional(), NumberRange(0, 100, "Choose 0 to 100 connections.")])
     reply_to_policy = SelectField("Reply-To", choices=[SelectChoice(k, v) for k, v in REPLY_TO_POLICIES.items()],
                                   default="none")
     trusted_ca_pem = TextAreaField(
@@ -62,6 +69,7 @@ class ServerForm(SignInFields, FlaskForm):
             subject_prefix=self.subject_prefix.data or "", host=self.host.data, port=self.port.data,
             security=self.security.data, username=self.username.data or "", password=self.password.data or "",
             timeout_seconds=self.timeout_seconds.data, reply_to_policy=self.reply_to_policy.data,
+            max_per_minute=self.max_per_minute.data or 0, max_connections=self.max_connections.data or 0,
             trusted_ca_pem=self.trusted_ca_pem.data or "", auth_method=self.auth_method.data or "password",
             oauth_ticket=self.oauth_ticket.data or "",
         )
@@ -106,3 +114,14 @@ class RetryScheduleForm(FlaskForm):
 
 class ActionForm(FlaskForm):
     """Only the CSRF token: remove, make default, flush."""
+
+
+class DkimForm(FlaskForm):
+    domain = StringField("Sending domain", description="The domain of a server's From address (example.org).",
+                         validators=[InputRequired(message="Enter the domain to sign for."), Length(max=253),
+                                     *_ONE_LINE], filters=[strip])
+    selector = StringField("Selector", default="spacemail",
+                           description="The DNS name's first label: the record goes at "
+                                       "<selector>._domainkey.<domain>.",
+                           validators=[InputRequired(), Length(max=63), *_ONE_LINE], filters=[strip])
+    submit = SubmitField("Generate key")

@@ -10,7 +10,11 @@ from webapp.errors import UserError
 from webapp.extensions import db
 from webapp.jobs import DELIVER_DUE, enqueue_after_commit
 from webapp.outgoing.compose import message_id_host, new_message_id
-from webapp.outgoing.models import FAILED, QUEUED, SEALED_KINDS, SENDING, SENT, OutboundMail
+from webapp.outgoing.models import (
+    FAILED, QUEUED, SEALED_KINDS, SENDING, SENT, SUPPRESSED, OutboundMail, SmtpServerState,
+)
+from webapp.outgoing import stats
+from webapp.outgoing.suppression import UNSUPPRESSED_KINDS, suppressed_among, suppression_of
 from webapp.security import secret_box
 from webapp.settings import base_url, retry_schedule
 from webapp.timeutil import utcnow
@@ -38,9 +42,25 @@ def queue_mail(recipient: str, subject: str, body_text: str, body_html: str | No
                         actor_id=getattr(actor, "id", None), kind=kind, headers=headers or {},
                         server_key=server_key, message_id=new_message_id(message_id_host(base_url())),
                         next_attempt_at=utcnow())
+    _hold_if_suppressed([row := {"recipient": recipient, "kind": kind, "state": QUEUED}])
+    if row["state"] == SUPPRESSED:
+        mail.state, mail.last_error = SUPPRESSED, row["last_error"]
     db.session.add(mail)
-    wake_sender()
+    if mail.state != SUPPRESSED:
+        wake_sender()
     return mail
+
+
+def _hold_if_suppressed(rows: list[dict]) -> None:
+    """Mail to an address suppressed after bounces is held, saying why (never invitations, resets or tests)."""
+    candidates = [r for r in rows if r["state"] == QUEUED and r["kind"] not in UNSUPPRESSED_KINDS]
+    held = suppressed_among(r["recipient"] for r in candidates) if candidates else set()
+    reasons = {address: suppression_of(address).reason for address in held}
+    for row in candidates:
+        address = row["recipient"].lower()
+        if address in held:
+            row.update(state=SUPPRESSED, last_error=f"Held: mail to this address bounced ({reasons[address][:300]})")
+    stats.add(suppressed=sum(r["recipient"].lower() in held for r in candidates))
 
 
 def queue_many(mails: list[dict], *, actor=None, kind: str = "notification") -> int:
@@ -60,6 +80,7 @@ def queue_many(mails: list[dict], *, actor=None, kind: str = "notification") -> 
         except EmailNotValidError as exc:
             row.update(state=FAILED, failed_at=now, last_error=f"{mail['recipient']!r} is not a mail address: {exc}")
         rows.append(row)
+    _hold_if_suppressed(rows)
     db.session.execute(insert(OutboundMail), rows)
     wake_sender()
     return len(rows)
@@ -83,6 +104,9 @@ def flush() -> int:
         later = later.with_for_update(skip_locked=True)
     db.session.execute(update(OutboundMail).where(OutboundMail.id.in_(later.scalar_subquery()))
                        .values(next_attempt_at=now).execution_options(synchronize_session=False))
+    # An admin's Flush tries the paused servers again too.
+    db.session.execute(update(SmtpServerState).where(SmtpServerState.paused_until.is_not(None))
+                       .values(paused_until=None))
     wake_sender()
     return db.session.scalar(select(func.count(OutboundMail.id)).where(OutboundMail.state == QUEUED))
 
@@ -124,10 +148,14 @@ def due_count() -> int:
         OutboundMail.state == QUEUED, OutboundMail.next_attempt_at <= utcnow()))
 
 
-def forget_sent(days: int = 7) -> int:
-    """Sent mail is kept a week for the "Recently sent" list, then dropped."""
-    return db.session.execute(delete(OutboundMail).where(
-        OutboundMail.state == SENT, OutboundMail.sent_at < utcnow() - timedelta(days=days))).rowcount
+def forget_sent(days: int = 7, held_days: int = 30) -> int:
+    """Sent mail is kept a week for the "Recently sent" list, then dropped; mail held for a suppressed address
+    a month (released if its owner tries again in that time)."""
+    now = utcnow()
+    held = db.session.execute(delete(OutboundMail).where(
+        OutboundMail.state == SUPPRESSED, OutboundMail.created_at < now - timedelta(days=held_days))).rowcount
+    return held + db.session.execute(delete(OutboundMail).where(
+        OutboundMail.state == SENT, OutboundMail.sent_at < now - timedelta(days=days))).rowcount
 
 
 @dataclass
@@ -136,6 +164,8 @@ class Health:
     sending: int
     failed: int
     oldest: datetime | None
+    waiting: int = 0  # queued, waiting for a server's limit or pause (not failing)
+    suppressed: int = 0
 
     @property
     def waiting_too_long(self) -> bool:
@@ -151,7 +181,10 @@ def health() -> Health:
                                      .where(OutboundMail.state != SENT).group_by(OutboundMail.state)).all())
     oldest = db.session.scalar(select(func.min(OutboundMail.created_at))
                                .where(OutboundMail.state.in_([QUEUED, SENDING])))
-    return Health(counts.get(QUEUED, 0), counts.get(SENDING, 0), counts.get(FAILED, 0), oldest)
+    waiting = db.session.scalar(select(func.count(OutboundMail.id)).where(
+        OutboundMail.state == QUEUED, OutboundMail.last_error.like("Waiting:%")))
+    return Health(counts.get(QUEUED, 0), counts.get(SENDING, 0), counts.get(FAILED, 0), oldest, waiting,
+                  counts.get(SUPPRESSED, 0))
 
 
 def page_of(states: tuple[str, ...], page: int, order=None) -> tuple[list[OutboundMail], bool]:

@@ -8,7 +8,7 @@ from webapp.htmx import is_htmx, page_or_partial, partial
 from webapp.jobs import JobRun
 from webapp.oauth.credentials import choices, grant_of
 from webapp.oauth.forms import restored_form
-from webapp.outgoing import bp, compose, queue, servers
+from webapp.outgoing import bp, compose, queue, servers, stats
 from webapp.outgoing.forms import ActionForm, RetryScheduleForm, SelectionForm, ServerForm, TestEmailForm
 from webapp.outgoing.models import DEFAULT_PORTS, FAILED, QUEUED, SENDING, OutboundMail, SmtpServer, SmtpTest
 from webapp.outgoing.testing import start_test
@@ -204,7 +204,8 @@ def _queue_context() -> dict:
 @admin_required
 def mail_queue():
     form = RetryScheduleForm(obj=SiteSettings.get())
-    return page_or_partial("outgoing/queue.html", "outgoing/_queue.html", retry_form=form, **_queue_context())
+    return page_or_partial("outgoing/queue.html", "outgoing/_queue.html", retry_form=form, chart=stats.last_days(),
+                           series=stats.SERIES, **_queue_context())
 
 
 @bp.route("/mail-queue/flush", methods=["POST"])
@@ -253,4 +254,5 @@ def retry_settings():
         db.session.commit()
         flash("Retry schedule saved.", "success")
         return redirect(url_for("outgoing.mail_queue"))
-    return render_template("outgoing/queue.html", retry_form=form, **_queue_context())
+    return render_template("outgoing/queue.html", retry_form=form, chart=stats.last_days(), series=stats.SERIES,
+                           **_queue_context())

@@ -40,6 +40,8 @@ class ServerData:
     trusted_ca_pem: str
     auth_method: str = PASSWORD
     oauth_ticket: str = ""
+    max_per_minute: int = 0
+    max_connections: int = 0
 
     @property
     def endpoint(self) -> Endpoint:
@@ -85,7 +87,8 @@ def configured_profile() -> SmtpProfile | None:
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         timeout=float(config.get("SMTP_TIMEOUT") or 30), trusted_ca_pem=config.get("SMTP_CA_PEM") or None,
-        from_configuration=True,
+        from_configuration=True, max_per_minute=int(config.get("SMTP_MAX_PER_MINUTE") or 0),
+        max_connections=int(config.get("SMTP_MAX_CONNECTIONS") or 0),
     )
 
 
@@ -116,6 +119,7 @@ def profile(server: SmtpServer) -> SmtpProfile:
         timeout=float(server.timeout_seconds), reply_to_policy=server.reply_to_policy,
         trusted_ca_pem=server.trusted_ca_pem, auth=OAUTH if oauth else PASSWORD,
         oauth_grant_id=server.oauth_grant_id if oauth else None,
+        max_per_minute=server.max_per_minute or 0, max_connections=server.max_connections or 0,
     )
 
 
@@ -189,6 +193,7 @@ def _apply(server: SmtpServer, data: ServerData, grant_id: int | None = None) ->
     server.from_name, server.subject_prefix = data.from_name, data.subject_prefix
     server.host, server.port, server.security = data.host.lower(), data.port, data.security
     server.timeout_seconds, server.reply_to_policy = data.timeout_seconds, data.reply_to_policy
+    server.max_per_minute, server.max_connections = data.max_per_minute, data.max_connections
     server.trusted_ca_pem = data.trusted_ca_pem or None
     server.username = data.username or None
     if not data.username:

@@ -13,7 +13,17 @@ from webapp.mailnet import (
 from webapp.oauth.tokens import access_token
 from webapp.outgoing.models import STARTTLS, TLS
 
-_EOL = re.compile(rb"\r\n|\r|\n")
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+_ENHANCED = re.compile(r"\b[245]\.(\d{1,3})\.(\d{1,3})\b")
+# Words of a refusal that concerns this client or the whole session, not one mailbox.
+_SESSION_WORDS = re.compile(r"too many (connections|sessions|messages|mails|recipients|errors)|rate.?limit|throttl|"
+                            r"try again later|client host|connection rate|too fast|slow down|"
+                            r"temporarily (deferred|blocked|rejected)|service (not )?(temporarily )?unavailable|"
+                            r"resources? (temporarily )?unavailable|insufficient system", re.IGNORECASE)
+_MAILBOX_WORDS = re.compile(r"mailbox (is )?full|over ?quota|quota exceeded|user unknown|no such user|mailbox "
+                            r"(unavailable|disabled|busy)", re.IGNORECASE)
+SESSION, MAIL = "session", "mail"
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,8 @@ class SmtpProfile:
     from_configuration: bool = False
     auth: str = PASSWORD  # or oauth: sign in with the grant's access token (XOAUTH2 or OAUTHBEARER)
     oauth_grant_id: int | None = None
+    max_per_minute: int = 0  # 0: no limit
+    max_connections: int = 0
 
     def __repr__(self) -> str:  # never the password, in logs or tracebacks
         return f"SmtpProfile({self.key}: {self.security}://{self.username or ''}@{self.host}:{self.port})"
@@ -45,17 +57,56 @@ class SmtpError(MailboxError):
     """One cause of failure: `kind`, a message and a hint an admin can act on, and whether to retry."""
 
     def __init__(self, kind: str, message: str, hint: str = "", *, transient: bool = True,
-                 broken: bool = True, code: int | None = None) -> None:
+                 broken: bool = True, code: int | None = None, scope: str = MAIL) -> None:
         super().__init__(kind, message, hint)
-        self.transient, self.broken, self.code = transient, broken, code
+        self.transient, self.broken, self.code, self.scope = transient, broken, code, scope
+
+    @property
+    def concerns_session(self) -> bool:
+        """A temporary refusal of this client or session: every mail on this server would meet it now."""
+        return self.transient and self.scope == SESSION
 
     def __str__(self) -> str:
         return self.message
 
 
+def refusal_scope(stage: str, code: int, message: str, first: bool) -> str:
+    """SESSION when a temporary refusal concerns the client or the session (421; 4.3.x, 4.7.x, 4.4.5, 4.5.3;
+    "too many connections"; any at MAIL FROM; greylisting of the first recipient), MAIL when it concerns one
+    recipient (4.2.2 mailbox full) or is permanent."""
+    if not 400 <= code < 500:
+        return MAIL
+    if code == 421 or stage in ("greeting", "mail"):
+        return SESSION
+    enhanced = _ENHANCED.search(message)
+    subject, detail = (int(enhanced.group(1)), int(enhanced.group(2))) if enhanced else (None, None)
+    if re.search(r"gr[ea]ylist", message, re.IGNORECASE):
+        return SESSION if first else MAIL  # the first recipient greylisted: the rest would be too
+    if subject in (1, 2) or _MAILBOX_WORDS.search(message):
+        return MAIL
+    if subject in (3, 7) or (subject, detail) in ((4, 5), (5, 3)):
+        return SESSION
+    return SESSION if _SESSION_WORDS.search(message) else MAIL
+
+
 def crlf(data: bytes) -> bytes:
-    """Every line ending as CRLF: a bare CR or LF on the wire is how SMTP smuggling starts."""
-    return _EOL.sub(b"\r\n", data)
+    """Every line ending as CRLF: a bare CR or LF on the wire is how SMTP smuggling starts. (What the regular
+    expression \r\n|\r|\n -> \r\n does, by three replaces at a tenth of its cost.)"""
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
+def _data_lines(data: bytes) -> bytes:
+    """The message as sent after DATA: CRLF line endings, leading dots doubled, ended by a lone dot (one pass each,
+    where smtplib's data() makes three)."""
+    body = crlf(data).replace(b"\n.", b"\n..")  # every line that starts with a dot, the first one too
+    body = b"." + body if body.startswith(b".") else body
+    return body + (b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n")
+
+
+def _angle(address: str) -> str:
+    """<address> for MAIL FROM and RCPT TO. A plain dot-atom address is written as it is (smtplib's quoteaddr parses
+    every address again, a tenth of a sender's time); anything else goes through quoteaddr as before."""
+    return f"<{address}>" if PLAIN_ADDRESS.fullmatch(address) else smtplib.quoteaddr(address)
 
 
 class _Recording:
@@ -107,6 +158,7 @@ class SmtpSession:
         self.transcript: list[str] | None = [] if record else None
         self.local_hostname = local_hostname or "spacemail.localdomain"
         self.conn = None
+        self.delivered = 0  # mails this session delivered: a refusal of the first recipient may be greylisting
 
     def open(self) -> "SmtpSession":
         p = self.profile
@@ -155,7 +207,8 @@ class SmtpSession:
             raise
         if code != 220:
             raise SmtpError("greeting_refused", f"The server refused the connection: {code} {_text(message)}",
-                            "The server may be busy or may not accept mail from this host.", code=code)
+                            "The server may be busy or may not accept mail from this host.", code=code,
+                            transient=not 500 <= code < 600, scope=refusal_scope("greeting", code, "", True))
 
     def _login(self, conn) -> None:
         p = self.profile
@@ -209,38 +262,84 @@ class SmtpSession:
                          "If this server uses its own CA, add that CA certificate (PEM) to the server's settings.")
 
     def send(self, sender: str, recipient: str, data: bytes) -> str:
-        """Deliver one mail; the server's final reply, or an SmtpError saying whether to retry."""
+        """Deliver one mail; the server's final reply, or an SmtpError saying whether to retry and whether the
+        refusal concerns the whole session. Pipelined (RFC 2920) where the server offers it and no one records
+        the conversation: MAIL, RCPT and DATA go in one write, so a mail costs two round trips, not four."""
         conn = self.conn
         try:
             options = ["SMTPUTF8"] if not (sender + recipient).isascii() and conn.has_extn("smtputf8") else []
-            code, message = conn.mail(sender, options)
-            if code != 250:
-                raise self._refused("sender_refused", f"The server refused the sender {sender}", code, message)
-            code, message = conn.rcpt(recipient)
-            if code not in (250, 251):
-                raise self._refused("recipient_refused", f"The server refused the recipient {recipient}", code,
-                                    message)
-            code, message = conn.data(crlf(data))
-            if code != 250:
-                raise self._refused("rejected", "The server did not accept the message", code, message)
-            return f"{code} {_text(message)}"
+            if self.transcript is None and conn.has_extn("pipelining"):
+                reply = self._send_pipelined(conn, sender, recipient, data, options)
+            else:
+                reply = self._send_in_steps(conn, sender, recipient, data, options)
+            self.delivered += 1
+            return reply
         except SmtpError:
             raise
         except (smtplib.SMTPException, OSError, UnicodeError) as exc:
             self.close()
             raise classify(exc, self.profile) from None
 
-    def _refused(self, kind: str, what: str, code: int, message: bytes) -> SmtpError:
-        try:
-            self.conn.rset()
-        except (smtplib.SMTPException, OSError):
-            self.close()
+    def _send_in_steps(self, conn, sender: str, recipient: str, data: bytes, options: list[str]) -> str:
+        if options:  # SMTPUTF8: smtplib's mail() also switches the command encoding to UTF-8
+            code, message = conn.mail(sender, options)
+        else:
+            code, message = conn.docmd("MAIL", f"FROM:{_angle(sender)}")
+        if code != 250:
+            raise self._refused("sender_refused", f"The server refused the sender {sender}", code, message, "mail")
+        code, message = conn.docmd("RCPT", f"TO:{_angle(recipient)}")
+        if code not in (250, 251):
+            raise self._refused("recipient_refused", f"The server refused the recipient {recipient}", code, message,
+                                "rcpt")
+        code, message = conn.docmd("DATA")
+        if code != 354:
+            raise self._refused("rejected", "The server did not accept the message", code, message, "data")
+        conn.send(_data_lines(data))
+        code, message = conn.getreply()
+        if code != 250:
+            raise self._refused("rejected", "The server did not accept the message", code, message, "data")
+        return f"{code} {_text(message)}"
+
+    def _send_pipelined(self, conn, sender: str, recipient: str, data: bytes, options: list[str]) -> str:
+        words = "".join(" " + option for option in options)
+        conn.send(f"MAIL FROM:{_angle(sender)}{words}\r\nRCPT TO:{_angle(recipient)}\r\n"
+                  "DATA\r\n".encode("utf-8"))
+        (mail_code, mail_message), (rcpt_code, rcpt_message), (data_code, data_message) = (
+            conn.getreply(), conn.getreply(), conn.getreply())
+        if data_code == 354 and (mail_code != 250 or rcpt_code not in (250, 251)):
+            conn.send(b".\r\n")  # a server that said 354 anyway gets an empty message ended, then RSET below
+            conn.getreply()
+        if mail_code != 250:
+            raise self._refused("sender_refused", f"The server refused the sender {sender}", mail_code, mail_message,
+                                "mail")
+        if rcpt_code not in (250, 251):
+            raise self._refused("recipient_refused", f"The server refused the recipient {recipient}", rcpt_code,
+                                rcpt_message, "rcpt")
+        if data_code != 354:
+            raise self._refused("rejected", "The server did not accept the message", data_code, data_message, "data")
+        conn.send(_data_lines(data))
+        code, message = conn.getreply()
+        if code != 250:
+            raise self._refused("rejected", "The server did not accept the message", code, message, "data")
+        return f"{code} {_text(message)}"
+
+    def _refused(self, kind: str, what: str, code: int, message: bytes, stage: str) -> SmtpError:
+        scope = refusal_scope(stage, code, _text(message), self.delivered == 0)
+        if scope == SESSION or code == 421:
+            self.close()  # nothing more goes through this session
+        else:
+            try:
+                self.conn.rset()
+            except (smtplib.SMTPException, OSError):
+                self.close()
         permanent = 500 <= code < 600
         hint = {"sender_refused": "Use a From address this server may send as.",
                 "recipient_refused": "Check the address; the server does not accept mail for it." if permanent
                 else "The server asks to try again later."}.get(kind, "")
+        if scope == SESSION:
+            hint = "The server refused this client for now: its mail waits, or goes through the next server."
         return SmtpError(kind, f"{what}: {code} {_text(message)}", hint, transient=not permanent,
-                         broken=self.conn is None, code=code)
+                         broken=self.conn is None, code=code, scope=scope)
 
     def close(self) -> None:
         conn, self.conn = self.conn, None
