@@ -58,7 +58,8 @@ def test_mail_archiving_app_switch(client, make_user, login, db):
     assert "<html" not in body and 'id="app-mail-archiving"' in body and 'aria-checked="false"' in body
     db.session.expire_all()
     assert SiteSettings.get().mail_archiving_enabled is False
-    client.post("/admin/apps/mail-archiving", data={"value": "on"})
+    plain = client.post("/admin/apps/mail-archiving", data={"value": "on"})
+    assert plain.status_code == 303 and plain.headers["Location"].endswith("/admin/apps")
     db.session.expire_all()
     assert SiteSettings.get().mail_archiving_enabled is True
 

@@ -28,6 +28,8 @@ def test_a_request_queues_a_job_that_a_worker_runs(client, make_user, login, db,
     assert "Done." in polled and "reached the database and Redis" in polled
     assert "hx-trigger" not in polled  # finished: the partial stops polling
     assert "<html" in client.get(f"/admin/jobs/{run_id}").get_data(as_text=True)
+    plain = client.post("/admin/system/check")  # without script: to the run's own page, which a reload only reads
+    assert plain.status_code == 303 and plain.headers["Location"].endswith(f"/admin/jobs/{run_id + 1}")
 
 
 def test_a_job_queued_in_a_rolled_back_transaction_never_runs(app, db, redis_server, run_jobs):

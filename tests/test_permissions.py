@@ -363,7 +363,7 @@ def _outcome(response) -> object:
     location = response.headers.get("Location", "")
     if response.status_code == 302 and location.startswith("/login"):
         return LOGIN
-    if response.status_code in (200, 302):
+    if response.status_code in (200, 302, 303):
         return OK
     return response.status_code
 

@@ -179,6 +179,20 @@ def test_fetch_now_shows_the_running_fetch_instead_of_starting_another(client, t
     assert db.session.scalar(select(func.count(FetchRun.id))) == 1
 
 
+def test_fetch_now_without_script_redirects_so_a_reload_fetches_nothing_more(client, team, db):
+    client.post("/spaces/TEAM/mail-accounts/new", data=GOOD)
+    response = client.post("/spaces/TEAM/mail/fetch")
+    assert response.status_code == 303 and response.headers["Location"].endswith("/spaces/TEAM/mail")
+    page = client.get("/spaces/TEAM/mail").get_data(as_text=True)
+    assert "waiting for a worker" in page and "Fetching…" in page
+    db.session.expire_all()
+    for run in db.session.scalars(select(FetchRun)):
+        run.state = "done"
+    db.session.commit()
+    client.get("/spaces/TEAM/mail")  # the reload is a GET: no second fetch
+    assert db.session.scalar(select(func.count(FetchRun.id))) == 1
+
+
 def test_three_failures_in_a_row_warn_the_space_admin(client, team, db, run_jobs):
     # localhost is not on the host allowlist: each fetch fails at once, without touching any network
     client.post("/spaces/TEAM/mail-accounts/new", data={**GOOD, "host": "localhost"})

@@ -181,8 +181,9 @@ def toggle_mail_archiving():
     if ToggleForm().validate_on_submit():
         services.set_mail_archiving(wanted_on())
         db.session.commit()
-    return page_or_partial("admin/apps.html", "admin/_app_mail_archiving.html",
-                           settings=SiteSettings.get())
+    if not is_htmx():  # a plain form post: redirect, so that a reload does not post again
+        return redirect(url_for("admin.apps"), 303)
+    return partial("admin/_app_mail_archiving.html", settings=SiteSettings.get())
 
 
 @bp.route("/mail-archiving", methods=["GET", "POST"])
@@ -247,7 +248,9 @@ def failed_event(event_id, action):
 def start_worker_check():
     run = start_job("worker-check", WORKER_CHECK, user=current_user)
     db.session.commit()
-    return page_or_partial("admin/job_page.html", "admin/_job_run.html", run=run)
+    if not is_htmx():  # a plain form post: redirect, so that a reload does not start another check
+        return redirect(url_for("admin.job_status", run_id=run.id), 303)
+    return partial("admin/_job_run.html", run=run)
 
 
 @bp.route("/jobs/<int:run_id>")

@@ -6,7 +6,7 @@ from webapp.archive import bp, services
 from webapp.archive.forms import AccountForm
 from webapp.archive.models import DEFAULT_PORTS, RUN_ACTIVE, MailAccount
 from webapp.extensions import db, limiter
-from webapp.htmx import page_or_partial, partial, switch_response, wanted_on
+from webapp.htmx import is_htmx, page_or_partial, partial, switch_response, wanted_on
 from webapp.jobs import JobRun
 from webapp.oauth.credentials import choices, grant_of
 from webapp.oauth.forms import restored_form
@@ -197,6 +197,8 @@ def fetch_now(key):
     space = archive_space(key, ADMIN)
     services.queue_space_fetch(space)
     db.session.commit()
+    if not is_htmx():  # a plain form post: redirect, so that a reload does not fetch again
+        return redirect(url_for("archive.mail", key=space.key), 303)
     return _fetch_status(space)
 
 
