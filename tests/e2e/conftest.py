@@ -2,6 +2,7 @@
 import threading
 
 import pytest
+from playwright.sync_api import expect
 from werkzeug.serving import make_server
 
 from tests.conftest import free_port
@@ -24,6 +25,12 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.e2e)
             for mark in STATIC_FILE_LEFT_OPEN:
                 item.add_marker(mark)
+
+
+# The SQLite and PostgreSQL suites run side by side on two cores: an answer that takes one second alone can take
+# several. A journey's waits are for what a user would wait for, so they may take longer than Playwright's 5 s
+# default; a wrong page still fails, only later.
+expect.set_options(timeout=15_000)
 
 
 @pytest.fixture(scope="session")

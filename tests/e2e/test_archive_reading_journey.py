@@ -49,6 +49,7 @@ def test_operators_keyboard_permalink_and_feed(app, live_server, page, console_e
     expect(page.get_by_role("heading", name=first_subject)).to_be_visible()
     permalink = page.locator("a.permalink")
     expect(permalink).to_have_text("<cv@example.org>")
+    page.wait_for_load_state()  # "o" loaded a new page: its keys work once its script has run
     page.keyboard.press("?")
     expect(page.locator("#keyboard-help")).to_be_visible()
     page.keyboard.press("Escape")

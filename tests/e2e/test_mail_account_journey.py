@@ -48,6 +48,7 @@ def test_add_test_create_fetch_disable(app, live_server, page, console_errors, m
     expect(page.get_by_role("row", name="Team inbox")).to_be_visible()
 
     page.get_by_role("link", name="Mail", exact=True).click()
+    page.wait_for_load_state()  # htmx has loaded (without it the button posts the form, which also works)
     page.get_by_role("button", name="Fetch new mail").click()
     expect(page.get_by_text("5 messages in the archive.")).to_be_visible(timeout=30_000)
     expect(page.get_by_text("5 new")).to_be_visible()
