@@ -257,3 +257,62 @@ def test_a_message_without_body_or_subject_text_still_has_a_snippet(app, db, mak
     db.session.commit()
     hits = search.search(space.id, "zeppelin")
     assert [h.message_id for h in hits] == [message_id] and "<mark>Zeppelin</mark>" in hits[0].snippet
+
+
+@pytest.mark.sqlite_only
+def test_a_prefix_asked_as_the_words_it_starts_finds_what_fts5s_prefix_finds(app, db, make_user, monkeypatch):
+    """SQLite asks FTS5 for a prefix's words (up to PREFIX_WORDS of them) instead of the prefix: the same mail."""
+    import random
+
+    admin = make_user("ann")
+    team = create_site_space(admin, "TEAM", "Team")
+    other = create_site_space(admin, "OTHER", "Other")
+    db.session.commit()
+    rng = random.Random(5)
+    words = ["pro", "Project", "projects", "proj2x", "prologue", "deploy", "deployed", "dePLOYS", "desk", "budget",
+             "pröject", "pro_gram"] + [f"zz{i}" for i in range(80)]  # 80 words start with zz: more than 64
+    for i in range(150):
+        text = lambda n: " ".join(rng.choice(words) for _ in range(n))  # noqa: E731
+        ingest.store((team if i % 5 else other).id, None, raw(f"p{i}", text(3), text(1).replace("_", ""), text(12)))
+    db.session.commit()
+    queries = ["pro*", "PROJ*", "proj*", "dep* pro*", "deploys*", "zz*", "zz1*", "pr*", "nothing*"]
+    queries += [search.TextQuery(subject=[search.Term("prefix", "pro")], terms=[search.Term("prefix", "de")]),
+                search.TextQuery(sender=[search.Term("prefix", "proj")], exclude=[search.Term("word", "desk")])]
+
+    def hits(order):
+        return [[h.message_id for h in search.search(team.id, q, order=order, limit=200)] for q in queries]
+
+    with app.test_request_context():
+        newest, best = hits("newest"), hits("relevance")
+        monkeypatch.setattr(search, "prefix_words", lambda query: {})  # every prefix asked of FTS5 as a prefix
+        assert hits("newest") == newest
+        assert [sorted(h) for h in hits("relevance")] == [sorted(h) for h in best]
+    assert all(newest[:5]) and newest[queries.index("nothing*")] == []  # the prefixes find mail, or none
+    monkeypatch.undo()
+    db.session.rollback()
+    token = search._DRIVER.set(db.session.connection().connection.driver_connection)
+    try:
+        asked = search.prefix_words(search.TextQuery(terms=[search.Term("prefix", t) for t in ("Proj", "dé", "zz")]))
+        monkeypatch.setattr(search, "PREFIX_WORDS", 64)
+        with pytest.raises(search.PrefixTooBroad, match=r"“zz\*” starts more than 64 different words"):
+            search.prefix_words(search.TextQuery(terms=[search.Term("prefix", "zz")]))
+    finally:
+        search._DRIVER.reset(token)
+    assert asked["Proj"] == ["proj2x", "project", "projects"] and "dé" not in asked and len(asked["zz"]) == 80
+
+
+@pytest.mark.sqlite_only
+def test_a_prefix_that_starts_too_many_words_is_refused_beside_the_box(app, db, make_user, client, login, monkeypatch):
+    admin = make_user("ann")
+    team = create_site_space(admin, "TEAM", "Team")
+    db.session.commit()
+    for i in range(12):
+        ingest.store(team.id, None, raw(f"w{i}", f"Word zz{i}", "Ann", f"zz{i} and budget"))
+    db.session.commit()
+    login(admin)
+    monkeypatch.setattr(search, "PREFIX_WORDS", 10)
+    page = client.get("/spaces/TEAM/mail?q=zz*")
+    body = page.get_data(as_text=True)
+    assert page.status_code == 200 and "“zz*” starts more than 10 different words in the archive" in body
+    assert "Word zz3" not in body
+    assert "Word zz3" in client.get("/spaces/TEAM/mail?q=zz3*").get_data(as_text=True)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from webapp.auth.feed_tokens import feed_token
-from webapp.archive import bp, display, importing, reading, services, trash
+from webapp.archive import bp, display, importing, reading, search, services, trash
 from webapp.archive import query as operators
 from webapp.archive.models import RUN_ACTIVE, ArchiveImport, Message, MessageRaw, Thread
 from webapp.archive.routes import archive_space
@@ -111,9 +111,12 @@ def _results(space, filters, view: str, before: str | None, stamp: tuple) -> Mar
         context["threads"], context["cursor"] = reading.threads(space.id, filters, cursor)
         first = (context["threads"][0].last_date, context["threads"][0].id) if context["threads"] else None
     else:
-        context["messages"], context["snippets"], context["cursor"] = reading.messages(space.id, filters, cursor,
-                                                                                       zone=reader_zone())
         context["problems"] = operators.parse(filters.q).problems
+        try:
+            context["messages"], context["snippets"], context["cursor"] = reading.messages(space.id, filters, cursor,
+                                                                                           zone=reader_zone())
+        except search.PrefixTooBroad as exc:  # said beside the box, as a mistyped operator is
+            context["problems"] = [*context["problems"], str(exc)]
         first = (context["messages"][0].date, context["messages"][0].id) if context["messages"] else None
     context["newer"] = reading.newer_cursor(space.id, filters, view, first) if cursor is not None else None
     rendered = Markup(render_template("archive/_mail_results.html", **context))
