@@ -348,7 +348,7 @@ def summary(url: str) -> dict:
                 parent = by_id[m.parent_id].message_id_header if m.parent_id else None
                 threads[thread.id]["messages"].append((m.message_id_header, parent))
             shape = sorted((t["subject"], t["count"], t["last"], sorted(t["messages"])) for t in threads.values())
-            words = ["project0", "project1", "kalo", "ka*", '"ka lo"']
+            words = ["project0", "project1", "kalo", "kalo*", "kal*", '"ka lo"']
             found = {w: sorted(by_id[h.message_id].message_id_header for h in search.search(space.id, w, limit=500))
                      for w in words}
             out[space.key] = {"threads": shape, "search": found, "messages": len(by_id)}
