@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webapp.archive import ingest, search
+from webapp.archive import ingest, read_routes, search
 from webapp.archive.models import Message
 from webapp.spaces.services import create_site_space
 
@@ -294,11 +294,14 @@ def test_a_prefix_asked_as_the_words_it_starts_finds_what_fts5s_prefix_finds(app
     try:
         asked = search.prefix_words(search.TextQuery(terms=[search.Term("prefix", t) for t in ("Proj", "dé", "zz")]))
         monkeypatch.setattr(search, "PREFIX_WORDS", 64)
+        small = search.prefix_words(search.TextQuery(terms=[search.Term("prefix", "zz")]))  # 150 messages: small
+        monkeypatch.setattr(search, "SMALL_SITE", 100)
         with pytest.raises(search.PrefixTooBroad, match=r"“zz\*” starts more than 64 different words"):
             search.prefix_words(search.TextQuery(terms=[search.Term("prefix", "zz")]))
     finally:
         search._DRIVER.reset(token)
     assert asked["Proj"] == ["proj2x", "project", "projects"] and "dé" not in asked and len(asked["zz"]) == 80
+    assert small == {"zz": None}  # a small site asks FTS5 for the prefix itself
 
 
 @pytest.mark.sqlite_only
@@ -311,6 +314,9 @@ def test_a_prefix_that_starts_too_many_words_is_refused_beside_the_box(app, db, 
     db.session.commit()
     login(admin)
     monkeypatch.setattr(search, "PREFIX_WORDS", 10)
+    assert "Word zz3" in client.get("/spaces/TEAM/mail?q=zz*").get_data(as_text=True)  # a small site: asked as is
+    monkeypatch.setattr(search, "SMALL_SITE", 5)
+    read_routes._RENDERED.clear()  # (the list just rendered is kept a minute)
     page = client.get("/spaces/TEAM/mail?q=zz*")
     body = page.get_data(as_text=True)
     assert page.status_code == 200 and "“zz*” starts more than 10 different words in the archive" in body
