@@ -327,7 +327,8 @@ class PrefixTooBroad(UserError):
 
 
 def prefix_words(query: TextQuery) -> dict[str, list[str] | None]:
-    """prefix -> the words of the index that start with it (None: none, or not plain: asked as a prefix)."""
+    """prefix -> the words of the index that start with it (None: none, or too many on a small site: asked as a
+    prefix; a prefix that is not plain is left out, and asked as one). Too many on a larger site: PrefixTooBroad."""
     found = {}
     for term in query.positive():
         if term.kind != "prefix" or term.text in found or not _PLAIN_PREFIX.fullmatch(term.text.lower()):
