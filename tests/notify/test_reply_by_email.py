@@ -100,7 +100,8 @@ def test_reply_mailbox_form_explains_bad_input_and_keeps_the_password_secret(app
                                   ("host", "mail example", "Enter a host name such as"),
                                   ("port", "0", "The port must be between 1 and 65535."),
                                   ("username", "a\r\nb", "Line breaks and NUL characters are not allowed"),
-                                  ("password", "", "Enter the mailbox password.")]:
+                                  ("password", "", "Enter the mailbox password."),
+                                  ("password", "pw\r\nA2 LOGOUT", "Line breaks and NUL characters are not allowed")]:
         page = client.post("/admin/mail-servers/replies", data=dict(good, **{field: value})).get_data(as_text=True)
         assert message in page, field
         db.session.expire_all()

@@ -252,7 +252,10 @@ def test_the_bounce_settings_page_saves_and_refuses_bad_values(app, client, make
             "auth_method": "password"}
     page = client.post("/admin/mail-servers/bounces", data=form).get_data(as_text=True)
     assert "Choose 1 to 100." in page and db.session.get(BounceMailbox, 1) is None  # nothing saved
-    form.update(address="bounces@example.org", threshold="3")
+    form.update(address="bounces@example.org", threshold="3", password="pw\r\nA2 LOGOUT")  # a command smuggled in
+    page = client.post("/admin/mail-servers/bounces", data=form).get_data(as_text=True)
+    assert "Line breaks and NUL characters are not allowed here." in page and db.session.get(BounceMailbox, 1) is None
+    form.update(password="pw")
     client.post("/admin/mail-servers/bounces", data=form)
     db.session.expire_all()
     box = db.session.get(BounceMailbox, 1)

@@ -54,6 +54,17 @@ class AccountForm(SignInFields, FlaskForm):
                            description=self.description.data or "", keep_on_server=self.keep_on_server.data)
 
 
+class ServiceMailboxForm(AccountForm):
+    """A mailbox the site reads for itself (replies, bounces): a mail account's connection fields, less the
+    archive's own; subclasses add `enabled`, `address` and their settings."""
+
+    name = None
+    description = None
+    keep_on_server = None
+    exclusive_mailbox = None
+    submit = SubmitField("Save")
+
+
 class MailArchivingSettingsForm(FlaskForm):
     mail_host_allowlist = TextAreaField(
         "Private hosts and networks mail accounts may reach",

@@ -1,10 +1,10 @@
 """Email preferences."""
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, PasswordField, RadioField, StringField, SubmitField
+from wtforms import BooleanField, RadioField, StringField, SubmitField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Email, InputRequired, Length
 
-from webapp.archive.forms import AccountForm
+from webapp.archive.forms import ServiceMailboxForm
 from webapp.formtools import strip
 
 
@@ -17,17 +17,11 @@ class PreferencesForm(FlaskForm):
     submit = SubmitField("Save preferences")
 
 
-class ReplyMailboxForm(AccountForm):
+class ReplyMailboxForm(ServiceMailboxForm):
     """Where replies to notifications arrive: the mail account fields, less the archive's own."""
 
-    name = None
-    description = None
-    keep_on_server = None
-    exclusive_mailbox = None
     enabled = BooleanField("Turn replies to notifications into comments")
     address = StringField("Reply address", description="Notifications get Reply-To: this address with a signed "
                           "+tag (replies+r12-34-…@example.org); the mailbox must accept plus-addressed mail.",
                           validators=[InputRequired(), Length(max=254), Email(check_deliverability=False)],
                           filters=[strip])
-    password = PasswordField("Password", validators=[Length(max=1000)])
-    submit = SubmitField("Save")

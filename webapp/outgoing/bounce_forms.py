@@ -1,18 +1,14 @@
 """The bounce mailbox form: a mail account's connection fields, the bounce address and the scoring settings."""
-from wtforms import BooleanField, IntegerField, PasswordField, StringField, SubmitField
+from wtforms import BooleanField, IntegerField, StringField
 from wtforms.validators import Email, InputRequired, Length, NumberRange
 
-from webapp.archive.forms import AccountForm
+from webapp.archive.forms import ServiceMailboxForm
 from webapp.formtools import strip
 
 
-class BounceMailboxForm(AccountForm):
+class BounceMailboxForm(ServiceMailboxForm):
     """Where bounces arrive, and when an address is suppressed."""
 
-    name = None
-    description = None
-    keep_on_server = None
-    exclusive_mailbox = None
     enabled = BooleanField("Send with a bounce address, and read the bounces that come back")
     address = StringField("Bounce address", description="Every mail's envelope sender is this address with a signed "
                           "+tag (bounces+1234-…@example.org); the mailbox must accept plus-addressed mail and the "
@@ -25,5 +21,3 @@ class BounceMailboxForm(AccountForm):
                              validators=[InputRequired(), NumberRange(1, 100, "Choose 1 to 100.")])
     expire_days = IntegerField("Bounces count for (days)", default=30,
                                validators=[InputRequired(), NumberRange(1, 365, "Choose 1 to 365 days.")])
-    password = PasswordField("Password", validators=[Length(max=1000)])
-    submit = SubmitField("Save")
