@@ -294,11 +294,7 @@ class SmtpSession:
         code, message = conn.docmd("DATA")
         if code != 354:
             raise self._refused("rejected", "The server did not accept the message", code, message, "data")
-        conn.send(_data_lines(data))
-        code, message = conn.getreply()
-        if code != 250:
-            raise self._refused("rejected", "The server did not accept the message", code, message, "data")
-        return f"{code} {_text(message)}"
+        return self._end_data(conn, data)
 
     def _send_pipelined(self, conn, sender: str, recipient: str, data: bytes, options: list[str]) -> str:
         words = "".join(" " + option for option in options)
@@ -317,6 +313,10 @@ class SmtpSession:
                                 rcpt_message, "rcpt")
         if data_code != 354:
             raise self._refused("rejected", "The server did not accept the message", data_code, data_message, "data")
+        return self._end_data(conn, data)
+
+    def _end_data(self, conn, data: bytes) -> str:
+        """After 354: the message, dot-stuffed and ended, and the server's last word on it."""
         conn.send(_data_lines(data))
         code, message = conn.getreply()
         if code != 250:
