@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 from webapp.archive.services import AccountData, create_account
 from webapp.extensions import db
+from webapp.security import secret_box
 from webapp.settings import SiteSettings
 from webapp.spaces.services import create_site_space
 
@@ -14,6 +15,18 @@ PORT_OF = {"imap": "imap", "imaps": "imaps", "pop": "pop3", "pops": "pop3s"}
 def allow_loopback() -> None:
     SiteSettings.get().mail_host_allowlist = "127.0.0.1\n::1"
     db.session.commit()
+
+
+def read_from_dovecot(box, dovecot, address: str) -> str:
+    """A mailbox the site reads for itself (replies, bounces) set to a new Dovecot user over IMAPS; its username."""
+    username, password = dovecot.add_user()
+    box.enabled, box.address = True, address
+    box.protocol, box.host, box.port = "imaps", "localhost", dovecot.ports["imaps"]
+    box.username, box.password_encrypted = username, secret_box().encrypt(password)
+    box.trusted_ca_pem = dovecot.ca.cert_pem
+    db.session.commit()
+    allow_loopback()
+    return username
 
 
 def team_inbox(space):

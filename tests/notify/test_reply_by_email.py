@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from tests.archive.helpers import allow_loopback
+from tests.archive.helpers import read_from_dovecot
 from tests.notify.test_notifications import client_for, team  # noqa: F401  (team is a fixture)
 from webapp.content.models import Comment, Page
 from webapp.extensions import db
@@ -14,15 +14,7 @@ from webapp.security import secret_box
 
 @pytest.fixture
 def reply_box(app, dovecot):
-    username, password = dovecot.add_user()
-    box = replies.mailbox()
-    box.enabled, box.address = True, "replies@example.org"
-    box.protocol, box.host, box.port = "imaps", "localhost", dovecot.ports["imaps"]
-    box.username, box.password_encrypted = username, secret_box().encrypt(password)
-    box.trusted_ca_pem = dovecot.ca.cert_pem
-    db.session.commit()
-    allow_loopback()
-    return username
+    return read_from_dovecot(replies.mailbox(), dovecot, "replies@example.org")
 
 
 def test_the_reply_mailbox_obeys_the_host_policy(app, dovecot, reply_box):

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.archive.helpers import allow_loopback
+from tests.archive.helpers import read_from_dovecot
 from tests.outgoing.helpers import add_server
 from tests.postfix import Postfix
 from webapp.extensions import db
 from webapp.outgoing import bounces, delivery, queue
 from webapp.outgoing.models import HARD, QUEUED, SENT, SOFT, SUPPRESSED, Bounce, BounceMailbox, MailDay, OutboundMail, Suppression
-from webapp.security import secret_box
 from workers.send import fetch_bounces
 
 SAMPLES = Path.home() / ".cache" / "spacemail-tests" / "flufl_bounce-6.0.0"
@@ -35,15 +34,7 @@ def bouncing_postfix(smtp_sink_servers):
 
 @pytest.fixture
 def bounce_box(app, dovecot):
-    username, password = dovecot.add_user()
-    box = bounces.mailbox()
-    box.enabled, box.address = True, "bounces@bounces.example.org"
-    box.protocol, box.host, box.port = "imaps", "localhost", dovecot.ports["imaps"]
-    box.username, box.password_encrypted = username, secret_box().encrypt(password)
-    box.trusted_ca_pem = dovecot.ca.cert_pem
-    db.session.commit()
-    allow_loopback()
-    return username
+    return read_from_dovecot(bounces.mailbox(), dovecot, "bounces@bounces.example.org")
 
 
 def sent_mail(sinks, recipient: str) -> OutboundMail:
