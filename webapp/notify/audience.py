@@ -1,6 +1,7 @@
 """Who hears of a change: watchers of the page, its space or its blog who can still view it."""
 import re
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from sqlalchemy import and_, or_, select
 
@@ -17,8 +18,8 @@ _SPECIFIC = {PAGE: 0, BLOG: 1, SPACE: 2}
 
 @dataclass
 class Recipient:
-    user: User
-    watch: Watch
+    user: SimpleNamespace  # id, email, mail_format: plain values, so a fan-out's commits expire nothing
+    watch: SimpleNamespace  # user_id, scope, space_id, page_id
 
     @property
     def reason(self) -> str:
@@ -42,18 +43,24 @@ def recipients(page, space: Space, actor_id: int | None) -> list[Recipient]:
               and_(Watch.scope == SPACE, Watch.space_id == space.id)]
     if page.is_blog:
         scopes.append(and_(Watch.scope == BLOG, Watch.space_id == space.id))
-    rows = db.session.execute(select(Watch, User).join(User, User.id == Watch.user_id)
+    # Columns, not entities: a page watched by 10,000 people made 20,000 ORM objects before the first mail.
+    rows = db.session.execute(select(User.id, User.email, User.mail_format, User.notify_own_actions, Watch.scope,
+                                     Watch.space_id, Watch.page_id).join(User, User.id == Watch.user_id)
                               .where(or_(*scopes), User.active.is_(True))).all()
     allowed = viewer_ids(space)
-    chosen: dict[int, Recipient] = {}
-    for watch, user in rows:
-        if user.id == actor_id and not user.notify_own_actions:
+    chosen: dict[int, tuple] = {}
+    for row in rows:
+        user_id, scope = row[0], row[4]
+        if user_id == actor_id and not row.notify_own_actions:
             continue
-        if allowed is not None and user.id not in allowed:
+        if allowed is not None and user_id not in allowed:
             continue
-        if user.id not in chosen or _SPECIFIC[watch.scope] < _SPECIFIC[chosen[user.id].watch.scope]:
-            chosen[user.id] = Recipient(user, watch)
-    return sorted(chosen.values(), key=lambda r: r.user.id)
+        if user_id not in chosen or _SPECIFIC[scope] < _SPECIFIC[chosen[user_id][4]]:
+            chosen[user_id] = row
+    return [Recipient(SimpleNamespace(id=user_id, email=email, mail_format=mail_format),
+                      SimpleNamespace(user_id=user_id, scope=scope, space_id=space_id, page_id=page_id))
+            for user_id, email, mail_format, _own, scope, space_id, page_id in
+            (chosen[user_id] for user_id in sorted(chosen))]
 
 
 def list_label(space: Space) -> str:
