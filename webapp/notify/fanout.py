@@ -12,7 +12,7 @@ from webapp.content.models import Comment, Page
 from webapp.content.render import diff_excerpt, markdown
 from webapp.content.services import version
 from webapp.extensions import db
-from webapp.notify.audience import Recipient, list_label, recipients
+from webapp.notify.audience import list_label, recipients
 from webapp.notify.events import wake_fan_out
 from webapp.notify.models import ContentEvent
 from webapp.notify.replies import reply_addresser
@@ -94,11 +94,7 @@ def fan_out(event: ContentEvent) -> tuple[bool, int]:
     only fills in their own stop-watching link, reason and reply address."""
     page, space = db.session.get(Page, event.page_id), db.session.get(Space, event.space_id)
     actor = db.session.get(User, event.actor_id) if event.actor_id else None
-    # Plain copies: each batch's commit would otherwise expire the rows and reload them one by one.
-    people = [Recipient(SimpleNamespace(id=p.user.id, email=p.user.email, mail_format=p.user.mail_format),
-                        SimpleNamespace(user_id=p.watch.user_id, scope=p.watch.scope, space_id=p.watch.space_id,
-                                        page_id=p.watch.page_id))
-              for p in recipients(page, space, event.actor_id)]
+    people = recipients(page, space, event.actor_id)
     event_id, progress = event.id, event.fanned_out_to
     todo = [p for p in people if progress is None or p.user.id > progress]
     batches = [todo[start:start + BATCH] for start in range(0, len(todo), BATCH)] or [[]]
@@ -108,6 +104,9 @@ def fan_out(event: ContentEvent) -> tuple[bool, int]:
     for batch in batches:
         last = batch[-1].user.id if batch else progress
         done = batch is batches[-1]
+        # The rows first, the write after: on SQLite the INSERT takes the one write lock, held until the commit, so
+        # a sender's claim gets in between batches (built under the lock, it waited out the whole fan-out).
+        queue_many([fill(person) for person in batch], actor=actor_ref)
         moved = db.session.execute(
             update(ContentEvent).where(ContentEvent.id == event_id, ContentEvent.fanned_out_at.is_(None),
                                        ContentEvent.fanned_out_to.is_(None) if progress is None
@@ -115,10 +114,8 @@ def fan_out(event: ContentEvent) -> tuple[bool, int]:
             .values(fanned_out_to=last, recipients=len(people), fanned_out_at=utcnow() if done else None)
             .execution_options(synchronize_session=False)).rowcount
         if not moved:
-            db.session.rollback()
+            db.session.rollback()  # this batch's rows with it
             return False, queued
-        if batch:
-            queue_many([fill(person) for person in batch], actor=actor_ref)
         db.session.commit()  # this batch's mails and the progress together: the senders start on them now
         progress, queued = last, queued + len(batch)
     return True, queued
