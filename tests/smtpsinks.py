@@ -50,6 +50,11 @@ class Recorder:
     refusals: dict[str, str] = field(default_factory=dict)  # address -> the answer to every RCPT TO it
     data_commands: int = 0
     stall_seconds: float = 6.0
+    pipelining: bool = False  # offer PIPELINING (RFC 2920), as Postfix, Exim and the big providers do
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        return responses[:-1] + ["250-PIPELINING"] + responses[-1:] if self.pipelining else responses
 
     def reset(self) -> None:
         self.messages.clear()

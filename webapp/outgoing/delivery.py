@@ -167,14 +167,16 @@ def send_batch(token: str, ids: list[int], profiles: list[SmtpProfile], pool: _P
     actor_ids = {r.actor_id for r in rows if r.actor_id}
     actors = {u.id: SimpleNamespace(full_name=u.full_name, email=u.email)
               for u in db.session.scalars(select(User).where(User.id.in_(actor_ids)))} if actor_ids else {}
-    context = _Context(SiteSettings.get().site_title, retry_schedule(), bounces.envelope_sender(), signing.signer())
+    context = _Context(SiteSettings.get().site_title, retry_schedule(), bounces.envelope_sender(), signing.signer(),
+                       actors)
     own_pool = pool is None
     pool = pool or _Pool()
     pool.refresh()
     marks = _Marks(token, current_app.config["MAIL_MARK_EVERY"])
     db.session.commit()
     try:
-        for row in rows:
+        for index, row in enumerate(rows):
+            context.next_row = rows[index + 1] if index + 1 < len(rows) else None
             candidates = profiles
             if row.server_key:
                 pinned = profile_for(row.server_key)
@@ -200,6 +202,37 @@ class _Context:
     schedule: list[int]
     envelope: object  # mail id -> envelope sender (VERP), or None: the server's From address
     sign: object  # (bytes, from address) -> signed bytes
+    actors: dict
+    next_row: object = None  # the batch's next mail, which the session may announce behind this one
+    ahead: tuple | None = None  # ((mail id, server key), envelope sender, bytes): the next mail, made already
+
+    def compose(self, row, profile: SmtpProfile, actor) -> tuple[str, bytes]:
+        """(envelope sender, signed bytes) of `row` through `profile`; ValueError or TypeError if it cannot be."""
+        made, self.ahead = self.ahead, None
+        if made is not None and made[0] == (row.id, profile.key):
+            return made[1], made[2]
+        sender, data = compose.build(row, profile, actor, self.site_name)
+        return self.envelope(row.id) or sender, self.sign(data, profile.from_address)
+
+    def announce(self, session: SmtpSession, profile: SmtpProfile) -> tuple[str, str] | None:
+        """The next mail's envelope, for a pipelining session to write behind this message (one round trip a mail
+        instead of two); None when that mail may well go elsewhere or later (a mail for one server, a server with
+        a rate limit)."""
+        row = self.next_row
+        if row is None or row.server_key or profile.max_per_minute or not session.pipelines:
+            return None
+        return self.envelope(row.id) or profile.from_address, row.recipient
+
+    def make_next(self, profile: SmtpProfile) -> None:
+        """Compose the next mail while the server reads this one. One that cannot be made is left to its own
+        attempt, which fails it and says why (its announced envelope then ends the session, unsent): nothing
+        raised here may reach this mail, which is written already and may well be delivered."""
+        row = self.next_row
+        try:
+            self.ahead = None
+            self.ahead = ((row.id, profile.key), *self.compose(row, profile, self.actors.get(row.actor_id)))
+        except Exception:  # noqa: BLE001 (see above)
+            self.ahead = None
 
 
 class _Marks:
@@ -251,12 +284,13 @@ def _attempt(row, candidates: list[SmtpProfile], pool: _Pool, actor, context: _C
             refused = refused or pool.is_paused(profile)
             continue
         try:
-            sender, data = compose.build(row, profile, actor, context.site_name)
-            data = context.sign(data, profile.from_address)
+            envelope, data = context.compose(row, profile, actor)
         except (ValueError, TypeError) as exc:
             return _failed(f"The mail could not be built: {exc}")
         try:
-            reply = pool.get(profile).send(context.envelope(row.id) or sender, row.recipient, data)
+            session = pool.get(profile)
+            then = context.announce(session, profile)
+            reply = session.send(envelope, row.recipient, data, then, then and (lambda: context.make_next(profile)))
         except SmtpError as exc:
             if exc.kind == "timeout":
                 pool.down[profile.key] = exc  # a stalled server would make every mail of the batch wait

@@ -103,6 +103,11 @@ def _data_lines(data: bytes) -> bytes:
     return body + (b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n")
 
 
+def _envelope(sender: str, recipient: str, options: list[str]) -> bytes:
+    words = "".join(" " + option for option in options)
+    return f"MAIL FROM:{_angle(sender)}{words}\r\nRCPT TO:{_angle(recipient)}\r\nDATA\r\n".encode("utf-8")
+
+
 def _angle(address: str) -> str:
     """<address> for MAIL FROM and RCPT TO. A plain dot-atom address is written as it is (smtplib's quoteaddr parses
     every address again, a tenth of a sender's time); anything else goes through quoteaddr as before."""
@@ -159,6 +164,7 @@ class SmtpSession:
         self.local_hostname = local_hostname or "spacemail.localdomain"
         self.conn = None
         self.delivered = 0  # mails this session delivered: a refusal of the first recipient may be greylisting
+        self.announced: tuple[str, str] | None = None  # the next mail's envelope, written behind the last message
 
     def open(self) -> "SmtpSession":
         p = self.profile
@@ -261,15 +267,32 @@ class SmtpSession:
         return SmtpError("certificate_untrusted", describe_untrusted(exc, peek),
                          "If this server uses its own CA, add that CA certificate (PEM) to the server's settings.")
 
-    def send(self, sender: str, recipient: str, data: bytes) -> str:
+    @property
+    def pipelines(self) -> bool:
+        return self.conn is not None and self.transcript is None and self.conn.has_extn("pipelining")
+
+    def send(self, sender: str, recipient: str, data: bytes, then: tuple[str, str] | None = None,
+             meanwhile=None) -> str:
         """Deliver one mail; the server's final reply, or an SmtpError saying whether to retry and whether the
         refusal concerns the whole session. Pipelined (RFC 2920) where the server offers it and no one records
-        the conversation: MAIL, RCPT and DATA go in one write, so a mail costs two round trips, not four."""
+        the conversation: MAIL, RCPT and DATA go in one write, so a mail costs two round trips, not four.
+
+        `then`, the (sender, recipient) of the mail the caller sends next through this session, lets a pipelining
+        session write that mail's MAIL, RCPT and DATA right behind this message (RFC 2920 allows the message
+        content first in a group): one round trip a mail. The caller must then send that mail next; anything
+        else, or a refusal of this message, ends the session (closed mid-DATA, the server keeps nothing).
+        `meanwhile()` runs after the message is written and before its reply is read (the next mail is composed
+        while the server reads this one)."""
+        if self.announced is not None and self.announced != (sender, recipient):
+            self.close()  # never happens when the caller keeps its word; nothing was sent in the announced DATA
+            self.open()
         conn = self.conn
         try:
             options = ["SMTPUTF8"] if not (sender + recipient).isascii() and conn.has_extn("smtputf8") else []
             if self.transcript is None and conn.has_extn("pipelining"):
-                reply = self._send_pipelined(conn, sender, recipient, data, options)
+                if then is not None and not (then[0] + then[1]).isascii():
+                    then = None  # its envelope may need SMTPUTF8: sent in its own turn
+                reply = self._send_pipelined(conn, sender, recipient, data, options, then, meanwhile)
             else:
                 reply = self._send_in_steps(conn, sender, recipient, data, options)
             self.delivered += 1
@@ -296,10 +319,11 @@ class SmtpSession:
             raise self._refused("rejected", "The server did not accept the message", code, message, "data")
         return self._end_data(conn, data)
 
-    def _send_pipelined(self, conn, sender: str, recipient: str, data: bytes, options: list[str]) -> str:
-        words = "".join(" " + option for option in options)
-        conn.send(f"MAIL FROM:{_angle(sender)}{words}\r\nRCPT TO:{_angle(recipient)}\r\n"
-                  "DATA\r\n".encode("utf-8"))
+    def _send_pipelined(self, conn, sender: str, recipient: str, data: bytes, options: list[str],
+                        then: tuple[str, str] | None, meanwhile) -> str:
+        if self.announced is None:
+            conn.send(_envelope(sender, recipient, options))
+        self.announced = None
         (mail_code, mail_message), (rcpt_code, rcpt_message), (data_code, data_message) = (
             conn.getreply(), conn.getreply(), conn.getreply())
         if data_code == 354 and (mail_code != 250 or rcpt_code not in (250, 251)):
@@ -313,11 +337,18 @@ class SmtpSession:
                                 rcpt_message, "rcpt")
         if data_code != 354:
             raise self._refused("rejected", "The server did not accept the message", data_code, data_message, "data")
-        return self._end_data(conn, data)
+        return self._end_data(conn, data, then, meanwhile)
 
-    def _end_data(self, conn, data: bytes) -> str:
-        """After 354: the message, dot-stuffed and ended, and the server's last word on it."""
-        conn.send(_data_lines(data))
+    def _end_data(self, conn, data: bytes, then: tuple[str, str] | None = None, meanwhile=None) -> str:
+        """After 354: the message, dot-stuffed and ended (and the next mail's envelope behind it, if announced), and
+        the server's last word on it."""
+        if then is None:
+            conn.send(_data_lines(data))
+        else:
+            conn.send(_data_lines(data) + _envelope(*then, []))
+            self.announced = then
+        if meanwhile is not None:
+            meanwhile()
         code, message = conn.getreply()
         if code != 250:
             raise self._refused("rejected", "The server did not accept the message", code, message, "data")
@@ -325,8 +356,8 @@ class SmtpSession:
 
     def _refused(self, kind: str, what: str, code: int, message: bytes, stage: str) -> SmtpError:
         scope = refusal_scope(stage, code, _text(message), self.delivered == 0)
-        if scope == SESSION or code == 421:
-            self.close()  # nothing more goes through this session
+        if scope == SESSION or code == 421 or self.announced is not None:
+            self.close()  # nothing more goes through this session (or the next mail's envelope is on its way)
         else:
             try:
                 self.conn.rset()
@@ -343,10 +374,11 @@ class SmtpSession:
 
     def close(self) -> None:
         conn, self.conn = self.conn, None
+        announced, self.announced = self.announced, None
         if conn is None:
             return
         try:
-            if conn.sock is not None:
+            if conn.sock is not None and announced is None:  # mid-DATA a QUIT would be message text: just hang up
                 conn.quit()
         except (smtplib.SMTPException, OSError):
             pass
