@@ -1,8 +1,9 @@
 """B6: notifications to N watchers (10,000 by default) from the page save to the sink, against raw smtplib.
 
 One page in a space everyone can view, N users watching it, SQLite, two real `rq worker` processes (the
-Procfile's WarmWorker) and an aiosmtpd sink on loopback (plain SMTP). The save's request time is measured in-process through Flask's test
-client over 20 saves that coalesce (so they queue no mail); then one save that notifies everyone is timed
+Procfile's WarmWorker) and an aiosmtpd sink on loopback (plain SMTP, offering PIPELINING as Postfix, Exim, Gmail and
+Microsoft 365 do; raw smtplib, the reference, cannot use it). The save's request time is measured in-process
+through Flask's test client over 20 saves that coalesce (so they queue no mail); then one save that notifies everyone is timed
 until the sink holds all N mails. The reference sends those same mails again (envelopes and bytes as the sink
 received them) with raw smtplib over as many connections as there are workers (issue 19: "the same connection
 count"; until then it used one, which flattered Spacemail's two), each connection its own process."""
@@ -23,6 +24,10 @@ class Counter:
 
     def __init__(self) -> None:
         self.count, self.lock, self.kept, self.keeping = 0, threading.Lock(), [], False
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # PIPELINING, as real relays
+        session.host_name = hostname
+        return responses[:-1] + ["250-PIPELINING", responses[-1]]
 
     async def handle_DATA(self, server, session, envelope):
         with self.lock:
