@@ -102,3 +102,26 @@ def test_a_literal_encoded_word_cannot_smuggle_a_header():
     _sender, data = compose.build(mail("=?utf-8?q?=0ABcc:_x@evil.example?="), profile(), actor)
     assert b"\r\nBcc:" not in data and b"\nBcc" not in data.replace(b"\r\n", b" ")
     assert parse(data)["Bcc"] is None
+
+
+NAMES = ["From", "To", "Subject"]
+GOOD_HEADS = [b"From: a@example.org\r\nTo: b@example.org\r\nSubject: Hi\r\n\r\nbody",
+              b"from: a@example.org\r\nTO: b@example.org\r\nSubject: =?utf-8?q?x?=\r\n =?utf-8?q?y?=\r\n\r\n",
+              b"From: \r\nTo: b\r\nSubject:\r\n\tfolded\r\n\r\nbody\nwith bare\rline ends\0 in the body"]
+BAD_HEADS = [b"From: a\r\nTo: b\nBcc: c\r\nSubject: x\r\n\r\n", b"From: a\r\nTo: b\rBcc: c\r\nSubject: x\r\n\r\n",
+             b"From: a\r\nTo: b\r\nBcc: c\r\nSubject: x\r\n\r\n", b"From: a\r\nSubject: x\r\nTo: b\r\n\r\n",
+             b"From: a\r\nTo: b\r\nSubject: x\0y\r\n\r\n", b"From: a\r\nTo b\r\nSubject: x\r\n\r\n",
+             b"From: a\r\nTo: b\r\n\r\n", b"From: a\r\nTo: b\r\nSubject: x\r\nX: y\r\n\r\n",
+             b" From: a\r\nTo: b\r\nSubject: x\r\n\r\n", b"From: a\r\nTo: b\r\nSubjects: x\r\n\r\n",
+             b"From : a\r\nTo: b\r\nSubject: x\r\n\r\n"]
+
+
+def test_the_last_guard_passes_the_headers_set_and_nothing_else():
+    for head in GOOD_HEADS:
+        compose._check_headers(head, NAMES)
+    for head in BAD_HEADS:
+        try:
+            compose._check_headers(head, NAMES)
+        except ValueError:
+            continue
+        raise AssertionError(f"{head!r} passed the guard")
