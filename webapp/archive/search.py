@@ -17,7 +17,7 @@ import itertools
 import math
 import re
 import unicodedata
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 
 from markupsafe import Markup
@@ -436,11 +436,11 @@ IDF_SAMPLE = 20_000
 
 @dataclass(frozen=True)
 class _Ranked:
-    """One word of the query as bm25 counts it: the index's words it stands for (a prefix's, or a prefix itself
-    when not expanded), in which columns, and how to ask FTS5 for it."""
+    """One word of the query as bm25 counts it: the word (or a prefix's letters), in which columns, and how to ask
+    FTS5 for it."""
 
-    words: frozenset
-    prefix: str | None
+    word: str
+    prefix: bool
     columns: tuple
     match: str
 
@@ -451,13 +451,11 @@ def _ranked_words(query: TextQuery, expanded: dict | None) -> list[_Ranked]:
     for terms, column, columns in ((query.terms, None, (0, 1, 2)), (query.subject, "subject", (0,)),
                                    (query.sender, "sender", (1,))):
         for term in terms:
-            if term.kind == "prefix":
-                words = (expanded or {}).get(term.text)
-                out.append(_Ranked(frozenset(words or ()), None if words else fold(term.text).lower(), columns,
-                                   _fts5_term(term, column, expanded)))
+            if term.kind == "prefix":  # every word starting so: the index's words (expanded) are those
+                out.append(_Ranked(fold(term.text).lower(), True, columns, _fts5_term(term, column, expanded)))
                 continue
             for word in ranking_words(term.text):
-                out.append(_Ranked(frozenset((word,)), None, columns, _fts5_term(Term("word", word), column)))
+                out.append(_Ranked(word, False, columns, _fts5_term(Term("word", word), column)))
     return out
 
 
@@ -487,7 +485,7 @@ def ranking_words(text_: str) -> list[str]:
 
 def bm25_scores(keys: list[int], query: TextQuery, expanded: dict | None = None) -> dict[int, float]:
     """key -> FTS5's bm25 of that message for `query` (higher is better; FTS5 gives the negative), its rarities
-    counted among the site's newest IDF_SAMPLE messages."""
+    counted among the site's newest IDF_SAMPLE messages, each message's length as FTS5 counted it."""
     ranked = _ranked_words(query, expanded)
     averages = _all("SELECT block FROM search_messages_data WHERE id = 1", {})
     totals = _varints(averages[0][0]) if averages else [0]
@@ -502,35 +500,41 @@ def bm25_scores(keys: list[int], query: TextQuery, expanded: dict | None = None)
                     {"m": word.match, "low": low})[0][0]
         idf = math.log((sample - hits + 0.5) / (hits + 0.5))
         rarity.append(idf if idf > 0 else 1e-6)
-    scores = {}
+    listed = ",".join(map(str, keys))
+    lengths = {key: sum(_varints(size)) for key, size in
+               _all(f"SELECT id, sz FROM search_messages_docsize WHERE id IN ({listed})", {})}
     by_id = {k & ID_MASK: k for k in keys}
-    for message_id, subject, sender, body in _all(
+    scores = dict.fromkeys(keys, 0.0)
+    for message_id, *columns in _all(
             "SELECT id, coalesce(subject, ''), coalesce(from_name, '') || ' ' || coalesce(from_addr, ''), "
             f"coalesce(substr(body_text, 1, {INDEXED_BODY}), '') FROM archive_messages "
             f"WHERE id IN ({','.join(map(str, by_id))})", {}):
-        columns = [ranking_words(subject), ranking_words(sender), ranking_words(body)]
-        length = sum(map(len, columns))
-        counted = [None, None, None]
+        key = by_id[message_id]
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * lengths.get(key, 0) / average_length)
+        counters = [_word_counter(text_) for text_ in columns]
         score = 0.0
         for word, idf in zip(ranked, rarity):
-            weighted = 0.0
-            for column in word.columns:
-                found = columns[column]
-                if word.prefix is not None:
-                    hits = sum(1 for w in found if w.startswith(word.prefix))
-                elif len(word.words) == 1:
-                    hits = found.count(next(iter(word.words)))
-                else:
-                    if counted[column] is None:
-                        counted[column] = Counter(found)
-                    hits = sum(counted[column][w] for w in word.words)
-                weighted += BM25_WEIGHTS[column] * hits
-            score += idf * weighted * (BM25_K1 + 1) / (
-                weighted + BM25_K1 * (1 - BM25_B + BM25_B * length / average_length))
-        scores[by_id[message_id]] = score
-    for key in keys:
-        scores.setdefault(key, 0.0)
+            weighted = sum(BM25_WEIGHTS[c] * counters[c](word.word, word.prefix) for c in word.columns)
+            score += idf * weighted * (BM25_K1 + 1) / (weighted + norm)
+        scores[key] = score
     return scores
+
+
+def _word_counter(text_: str):
+    """(word, prefix) -> how many of the text's words are `word` (or start with it), as FTS5 cut them. ASCII text is
+    counted in C: its words lowered, everything else a space; a word is a space, the word and a space after it
+    (looked at, not taken, so "bel bel" counts twice), a prefix a space and the prefix."""
+    if text_.isascii():
+        spaced = b" " + text_.encode().translate(_ASCII_WORDS) + b" "
+        return lambda word, prefix: (spaced.count(b" " + word.encode()) if prefix
+                                     else len(_whole_word(word).findall(spaced)))
+    found = ranking_words(text_)
+    return lambda word, prefix: sum(w.startswith(word) for w in found) if prefix else found.count(word)
+
+
+@functools.lru_cache(maxsize=256)
+def _whole_word(word: str) -> re.Pattern:
+    return re.compile(re.escape(b" " + word.encode()) + b"(?= )")
 
 
 def _all(sql: str, params: dict) -> list[tuple]:
