@@ -196,10 +196,9 @@ def pg_query(query: TextQuery) -> str:
 
 def lexemes(text_: str) -> list[str]:
     """The words of a text as both engines index them: letters and digits, without diacritics, case folded."""
+    words = ranking_words(text_)
     if text_.isascii():
-        words = text_.encode().translate(_ASCII_WORDS).decode().split()
         return words if all(len(w) <= MAX_LEXEME for w in words) else [w for w in words if len(w) <= MAX_LEXEME]
-    words = _LEXEME.findall(fold(text_).lower())
     return [w for w in words if len(w) <= MAX_LEXEME // 4 or len(w.encode()) <= MAX_LEXEME]
 
 

@@ -289,7 +289,7 @@ class SmtpSession:
         conn = self.conn
         try:
             options = ["SMTPUTF8"] if not (sender + recipient).isascii() and conn.has_extn("smtputf8") else []
-            if self.transcript is None and conn.has_extn("pipelining"):
+            if self.pipelines:
                 if then is not None and not (then[0] + then[1]).isascii():
                     then = None  # its envelope may need SMTPUTF8: sent in its own turn
                 reply = self._send_pipelined(conn, sender, recipient, data, options, then, meanwhile)
