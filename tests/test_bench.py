@@ -38,6 +38,7 @@ def test_quick_benchmark_at_a_tiny_size_writes_every_row(tmp_path):
     assert all(f"| {rid} |" in doc for rid in IDS)
 
 
+@pytest.mark.bench  # it checks PostgreSQL itself, on a database of a fixed name: once, not again in the PG run
 @pytest.mark.timeout(300)
 def test_bulk_loader_writes_the_archive_the_import_would(tmp_path):
     """B5 and B8 read million-message archives made by bench/bulk.py, not by the import: on the same corpus
