@@ -352,19 +352,18 @@ def _search_sqlite_on(space_id, query, order, limit, before, cond, extra_params)
     expanded = prefix_words(query)
     params = {**(extra_params or {}), "q": fts5_query(query, expanded), "space": space_id, "limit": limit}
     before_key = search_key(*before) if before is not None else None
+    first = params["first"] = _first_word(query)
     if order == "relevance":
-        keys = _best_sqlite(params, query, cond, expanded)
+        keys, rows = _best_sqlite(params, query, cond, expanded), None
     else:
-        keys = _newest_sqlite(params, before_key, cond)
+        keys, rows = _newest_sqlite(params, before_key, cond)
     if not keys:
         return []
     ids = [key & ID_MASK for key in keys]
-    first = _first_word(query)
+    if rows is None:
+        rows = _all(f"SELECT id, {_TEXT} FROM archive_messages m WHERE id IN ({','.join(map(str, ids))})", params)
     found = {}
-    for message_id, subject, body, cut in _all(  # a small body whole (cut here), a large one's window (cut in SQL)
-            f"SELECT id, subject, CASE WHEN {_SMALL} THEN body_text ELSE substr(body_text, {_CUT} + 1, "
-            f"{SNIPPET_WINDOW}) END, CASE WHEN {_SMALL} THEN NULL ELSE {_CUT} END FROM archive_messages "
-            f"WHERE id IN ({','.join(map(str, ids))})", {"first": first}):
+    for message_id, subject, body, cut in rows:
         if cut is None:  # (or no body at all: NULL in SQL)
             body = body or ""
             cut = max(body.find(first) - SNIPPET_WINDOW // 3, 0)
@@ -375,32 +374,40 @@ def _search_sqlite_on(space_id, query, order, limit, before, cond, extra_params)
 
 # A snippet's window of the body starts a little before the query's first word as written (in lower case), else at
 # the start, as on PostgreSQL. A body up to 64 KB is read whole and searched in Python (str.find is several times
-# faster than SQLite's instr, which decodes the text as it goes); a larger one is cut in SQL.
-_SMALL = "length(CAST(body_text AS BLOB)) <= 65536"
-_CUT = f"max(instr(body_text, :first) - {SNIPPET_WINDOW // 3}, 0)"
+# faster than SQLite's instr, which decodes the text as it goes); a larger one is cut in SQL. _TEXT: a hit's subject,
+# its body or the body's window, and where the window was cut (NULL: the whole body, to be cut here).
+_SMALL = "length(CAST(m.body_text AS BLOB)) <= 65536"
+_CUT = f"max(instr(m.body_text, :first) - {SNIPPET_WINDOW // 3}, 0)"
+_TEXT = (f"m.subject, CASE WHEN {_SMALL} THEN m.body_text ELSE substr(m.body_text, {_CUT} + 1, {SNIPPET_WINDOW}) "
+         f"END, CASE WHEN {_SMALL} THEN NULL ELSE {_CUT} END")
 _LIVE = "m.space_id = :space AND m.deleted_at IS NULL"
 _JOINED = f"JOIN archive_messages m ON m.id = (search_messages.rowid & {ID_MASK})"
 
 
-def _newest_sqlite(params: dict, before_key: int | None, cond: str = "") -> list[int]:
-    """The keys of the space's newest matches, newest first. Keys are in date order, so FTS5 walks its index
-    backwards and SQLite stops at a page (no sort); each match is checked against its message row (the space, the
-    trash, the Mail tab's filters). The walk is bounded first by the site's WALK newest matches: a page of this
-    space's among them is exactly its newest (and with fewer matches than that there is no bound). Else the space's
-    mail is a small part of the site's: the key of its newest NEWEST_WINDOWS messages bounds the walk, and then
-    nothing does."""
+def _newest_sqlite(params: dict, before_key: int | None, cond: str = "",
+                   text: bool = True) -> tuple[list[int], list[tuple] | None]:
+    """The keys of the space's newest matches, newest first, and (with `text`, where it costs no statement of its
+    own: fewer matches than WALK, a rare word) their rows for snippets, as `_TEXT` (else None). Keys are in date
+    order, so FTS5 walks its index backwards and SQLite stops at a page (no sort); each match is checked against its
+    message row (the space, the trash, the Mail tab's filters). The walk is bounded first by the site's WALK newest
+    matches: a page of this space's among them is exactly its newest (and with fewer matches than that there is no
+    bound). Else the space's mail is a small part of the site's: the key of its newest NEWEST_WINDOWS messages
+    bounds the walk, and then nothing does."""
     params = {**params, "before_key": before_key}  # (parameters, not literals: sqlite3 keeps statements prepared)
     bound = "" if before_key is None else " AND search_messages.rowid < :before_key"
-    matches = f"SELECT search_messages.rowid FROM search_messages {_JOINED} WHERE search_messages MATCH :q{bound} " \
-              f"AND {_LIVE}{cond}"
+    where = f"FROM search_messages {_JOINED} WHERE search_messages MATCH :q{bound} AND {_LIVE}{cond}"
+    matches = f"SELECT search_messages.rowid {where}"
     newest = " ORDER BY search_messages.rowid DESC LIMIT :limit"
     edge = _all(f"SELECT rowid FROM search_messages WHERE search_messages MATCH :q{bound} ORDER BY rowid DESC "
                 f"LIMIT 1 OFFSET {int(WALK) - 1}", params)
-    if not edge:  # fewer matches than WALK: walking them all is as cheap
-        return _column(matches + newest, params)
+    if not edge and text:  # fewer matches than WALK: walking them all is as cheap; the page's text comes along
+        rows = _all(f"SELECT search_messages.rowid, m.id, {_TEXT} {where}{newest}", params)
+        return [row[0] for row in rows], [row[1:] for row in rows]
+    if not edge:
+        return _column(matches + newest, params), None
     keys = _column(f"{matches} AND search_messages.rowid >= :low{newest}", {**params, "low": edge[0][0]})
     if len(keys) == params["limit"]:
-        return keys
+        return keys, None
     for window in NEWEST_WINDOWS:
         edge = _all(f"SELECT {SQLITE_KEY} FROM archive_messages m WHERE {_LIVE}"
                     + ("" if before_key is None else f" AND {SQLITE_KEY} < :before_key")
@@ -409,15 +416,15 @@ def _newest_sqlite(params: dict, before_key: int | None, cond: str = "") -> list
             break  # the window is the whole (rest of the) space: the plain query below is as cheap
         keys = _column(f"{matches} AND search_messages.rowid >= :low{newest}", {**params, "low": edge[0][0]})
         if len(keys) == params["limit"]:
-            return keys
-    return _column(matches + newest, params)
+            return keys, None
+    return _column(matches + newest, params), None
 
 
 def _best_sqlite(params: dict, query: TextQuery, cond: str = "", expanded: dict | None = None) -> list[int]:
     """Best first by FTS5's bm25 (subject counts 5×, sender 3×), among the space's newest RANKED_AMONG matches:
     ranking every match of a common word grows with the archive. The score is computed here (bm25_scores), not by
     FTS5's bm25(), whose first act is to count every row of the whole index holding each word."""
-    candidates = _newest_sqlite({**params, "limit": RANKED_AMONG}, None, cond)
+    candidates, _ = _newest_sqlite({**params, "limit": RANKED_AMONG}, None, cond, text=False)
     if len(candidates) <= 1:
         return candidates
     scores = bm25_scores(candidates, query, expanded)
