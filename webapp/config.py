@@ -93,7 +93,7 @@ class Config:
         self.SMTP_CA_PEM = Path(ca_file).read_text() if ca_file else None
         self.MAIL_SEND_BATCH = int(_env("MAIL_SEND_BATCH", "100"))
         # Sent marks are committed in groups this size (or each second): at most this many resent after a crash.
-        self.MAIL_MARK_EVERY = int(_env("MAIL_MARK_EVERY", "50"))
+        self.MAIL_MARK_EVERY = int(_env("MAIL_MARK_EVERY", "100"))
         # A row left in "sending" this long (its worker died) goes back to the queue.
         self.MAIL_SENDING_TIMEOUT_SECONDS = int(_env("MAIL_SENDING_TIMEOUT_SECONDS", "900"))
         # Sign-in providers (OAuth 2.0): how long a provider may take, how early workers renew an access token,
