@@ -558,10 +558,10 @@ def _column(sql: str, params: dict) -> list:
 
 
 def _search_postgres(space_id, query, order, limit, before, cond="", extra_params=None):
-    """One statement. Newest first: the space's live mail by date, matches only (the planner walks the date
-    index testing each row's vector, or takes the GIN index's matches and sorts them, by how common the words
-    are); no rank is computed. Best match: the same newest RANKED_AMONG matches, ranked (subject counts most),
-    as on SQLite: ranking every match of a common word grows with the archive."""
+    """Newest first: the space's newest `limit` live matches; Best match: its newest RANKED_AMONG ranked (subject
+    counts most), as on SQLite: ranking every match of a common word grows with the archive. The matches are found
+    one of two ways (_pg_newest_ids): walking the space's mail by date and testing each row's vector, or taking the
+    GIN index's matches within the space's newest mail. The page then comes in one statement with its snippets."""
     tsquery = "%(query)s::tsquery"
     params = {**(extra_params or {}), "query": pg_query(query), "space": space_id, "limit": limit,
               "among": RANKED_AMONG}
@@ -571,15 +571,26 @@ def _search_postgres(space_id, query, order, limit, before, cond="", extra_param
     if before is not None and order != "relevance":
         params["before_date"], params["before_id"] = before
         keyset = " AND (m.date, m.id) < (%(before_date)s, %(before_id)s)"
-    newest = ("SELECT m.id, m.date, m.search_vector FROM archive_messages m WHERE m.space_id = %(space)s "
-              f"AND m.deleted_at IS NULL AND m.search_vector @@ {tsquery}{keyset}{cond} "
-              "ORDER BY m.date DESC, m.id DESC")
+    db.session.flush()  # the statements go to psycopg directly, past the session's autoflush
+    connection = db.session.connection().connection.driver_connection
+    among = RANKED_AMONG if order == "relevance" else limit
+    found = _pg_newest_ids(connection, params, among, keyset, cond)
+    if found is None:  # the walk: in the page's own statement
+        newest = ("SELECT m.id, m.date, m.search_vector FROM archive_messages m WHERE m.space_id = %(space)s "
+                  f"AND m.deleted_at IS NULL AND m.search_vector @@ {tsquery}{keyset}{cond} "
+                  "ORDER BY m.date DESC, m.id DESC LIMIT %(among)s")
+    elif not found:
+        return []
+    else:
+        params["ids"] = found
+        newest = "SELECT m.id, m.date, m.search_vector FROM archive_messages m WHERE m.id = ANY(%(ids)s)"
+    params["among"] = among
     if order == "relevance":
-        page = (f"SELECT id, ts_rank_cd(search_vector, {tsquery}) AS rank FROM ({newest} LIMIT %(among)s) recent "
+        page = (f"SELECT id, ts_rank_cd(search_vector, {tsquery}) AS rank FROM ({newest}) recent "
                 "ORDER BY rank DESC, id DESC LIMIT %(limit)s")
         order_by = "hits.rank DESC, hits.id DESC"
     else:
-        page = f"SELECT id, date FROM ({newest} LIMIT %(limit)s) recent"
+        page = f"SELECT id, date FROM ({newest}) recent"
         order_by = "hits.date DESC, hits.id DESC"
     # The page's snippets are made from the mail's own words (the index holds them folded), from a window of the
     # body around the first place the query's first word appears as written (in lower case; lower() of each body
@@ -589,11 +600,63 @@ def _search_postgres(space_id, query, order, limit, before, cond="", extra_param
     sql = (f"SELECT hits.id, m.subject, w.cut, substr(m.body_text, w.cut + 1, {SNIPPET_WINDOW}) FROM ({page}) hits "
            "JOIN archive_messages m ON m.id = hits.id, LATERAL (SELECT greatest(strpos(m.body_text, %(first)s) "
            f"- {SNIPPET_WINDOW // 3}, 0) AS cut) w ORDER BY {order_by}")
-    db.session.flush()  # the statement goes to psycopg directly, past the session's autoflush
-    connection = db.session.connection().connection.driver_connection
     # Never a prepared statement: a generic plan would not know how common the words are.
     rows = connection.execute(sql, params, prepare=False).fetchall()
     return [(row[0], _snippet_of(*row[1:], query)) for row in rows]
+
+
+# PostgreSQL finds a space's newest matches of a query one of three ways, and its planner cannot tell which is the
+# cheapest (costs measured at 1,000,000 messages, in units of one GIN index entry read, ~0.2 µs):
+# - the walk: the space's live mail newest first (its date index), each row's vector read out of TOAST and tested
+#   until `limit` match: `limit / share` rows at WALK_COST each;
+# - a window: the GIN index's matches (`share` of the whole site's mail, at 1 each) ANDed with the space's newest
+#   `WINDOW_ROWS * limit / share` messages (found by counting that far down its date index, EDGE_COST a row, and read
+#   as a bitmap), then only the rows in both read;
+# - all the GIN index's matches in the space, each row read (HEAP_COST each): best for a rare word.
+# The planner prices the walk as if reading a vector cost nothing: for a word in 2% of the mail it walked 22,000 rows
+# to find the newest 500 (820 ms) where the window took 10 ms (docs/benchmarks.md, B8). So the share of the mail
+# the query matches is taken from the planner's own estimate (its statistics of the vector column), and the way
+# chosen here; the walk is left to the planner's statement, the other two are asked so that it has no walk to take.
+WALK_COST, HEAP_COST, EDGE_COST = 45, 23, 0.45
+WINDOW_ROWS = 2  # a window holds this many times the rows expected to hold `limit` matches
+
+
+def _pg_share(connection, params: dict) -> tuple[float, float]:
+    """(the share of all messages the query matches, by the planner's estimate; how many messages there are)."""
+    plan = connection.execute("EXPLAIN (FORMAT JSON) SELECT 1 FROM archive_messages m WHERE m.search_vector @@ "
+                              "%(query)s::tsquery", params, prepare=False).fetchone()[0]
+    total = connection.execute("SELECT reltuples FROM pg_class WHERE oid = 'archive_messages'::regclass").fetchone()[0]
+    if not total or total <= 0:  # never analyzed
+        total = connection.execute("SELECT count(*) FROM archive_messages").fetchone()[0]
+    return min(max(plan[0]["Plan"]["Plan Rows"], 1) / max(total, 1), 1.0), float(total)
+
+
+def _pg_newest_ids(connection, params: dict, limit: int, keyset: str, cond: str) -> list[int] | None:
+    """The ids of the space's newest `limit` matches (after the keyset cursor, if any), newest first, from a window
+    or from all the GIN index's matches; None where the walk is the cheapest (the caller's statement walks, with its
+    page)."""
+    share, total = _pg_share(connection, params)
+    expected, walk = share * total, limit / share
+    if walk * WALK_COST <= expected:
+        return None
+    # A MATERIALIZED common table expression, without ORDER BY or LIMIT: the planner has no walk to choose.
+    matches = ("WITH hits AS MATERIALIZED (SELECT m.id, m.date FROM archive_messages m WHERE m.space_id = %(space)s "
+               f"AND m.deleted_at IS NULL AND m.search_vector @@ %(query)s::tsquery{keyset}{cond}<window>) "
+               "SELECT id FROM hits ORDER BY date DESC, id DESC LIMIT %(newest)s")
+    window = max(int(WINDOW_ROWS * walk), 1)
+    if window < total and expected * HEAP_COST > window * EDGE_COST:
+        edge = connection.execute(
+            f"SELECT m.date, m.id FROM archive_messages m WHERE m.space_id = %(space)s AND m.deleted_at IS NULL"
+            f"{keyset} ORDER BY m.date DESC, m.id DESC OFFSET %(skip)s LIMIT 1", {**params, "skip": window - 1},
+            prepare=False).fetchone()
+        if edge is not None:  # (else the window is the whole (rest of the) space)
+            found = [row[0] for row in connection.execute(
+                matches.replace("<window>", " AND (m.date, m.id) >= (%(edge_date)s, %(edge_id)s)"),
+                {**params, "edge_date": edge[0], "edge_id": edge[1], "newest": limit}, prepare=False)]
+            if len(found) == limit:
+                return found
+    return [row[0] for row in connection.execute(matches.replace("<window>", ""), {**params, "newest": limit},
+                                                 prepare=False)]
 
 
 def _first_word(query: TextQuery) -> str:
