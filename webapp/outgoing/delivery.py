@@ -35,11 +35,14 @@ def claim(limit: int) -> tuple[str, list[int]]:
         # Locked and limited once, in a materialized CTE: as `id IN (subquery)` PostgreSQL may run the subquery
         # again for each row it updates, each run skipping the rows the last one took, and claim the whole queue.
         due = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
-        match = OutboundMail.id == due.c.id
+        match = (OutboundMail.id == due.c.id, OutboundMail.state == QUEUED)
     else:
-        match = OutboundMail.id.in_(due.scalar_subquery())
+        # The ids alone: with "and still queued" beside them SQLite read the rows by the state index, every queued
+        # row for each claim (10,000 queued: 6 ms a claim), not the claimed ones by id. One statement under the one
+        # write lock, it sees no other writer between choosing and marking them.
+        match = (OutboundMail.id.in_(due.scalar_subquery()),)
     ids = db.session.scalars(
-        update(OutboundMail).where(match, OutboundMail.state == QUEUED)
+        update(OutboundMail).where(*match)
         .values(state=SENDING, claim_token=token, claimed_at=now).returning(OutboundMail.id)
         .execution_options(synchronize_session=False)).all()
     db.session.commit()
