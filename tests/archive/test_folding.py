@@ -1,8 +1,11 @@
 """What is new shows first: quotes and signatures folded in plain text and in HTML mail as the big clients
 write them (Gmail, Thunderbird, Apple Mail, Outlook), never anything lost from the page."""
+import html
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from webapp.archive.display import text_to_html
 from webapp.archive.sanitize import sanitize
@@ -88,3 +91,21 @@ def test_a_long_thread_opens_at_what_is_new_since_the_last_visit(app, client, db
     db.session.commit()
     third = client.get(f"/spaces/TEAM/mail/threads/{thread.id}").get_data(as_text=True)
     assert "new since your last visit" not in third  # nothing new: the whole thread, open
+
+
+LINE_PIECES = ["plain words", "https://example.org/a?b=1&c=<2>", "> quoted", "On Mon, Ann wrote:", "-- ", "--",
+               'x"y\'z', "http://h.example/p.", "\t", "", "é ü 😀", "(see https://e.example/x)", "www.example.org"]
+BREAKS = ["\n", "\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x85", "\u2028"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(LINE_PIECES), st.text(max_size=12), st.sampled_from(BREAKS)), max_size=25))
+def test_each_line_is_escaped_and_linked_as_it_would_be_alone(pieces):
+    """Text is escaped and linked in one pass, then cut into lines: every line (links, quotes, a signature, any of
+    Python's line breaks) comes out as that line escaped and linked on its own would."""
+    text = "".join(a + b + brk for a, b, brk in pieces)
+    alone = [re.sub(r"\bhttps?://[^\s<>\"']+[^\s<>\"'.,;:!?)\]]", lambda m: f'<a href="{m.group(0)}" rel="noopener '
+                    f'noreferrer nofollow" target="_blank">{m.group(0)}</a>', html.escape(line, quote=True),
+                    flags=re.I) for line in text.splitlines()]
+    shown = re.sub(r"</?details[^>]*>|<summary>[^<]*</summary>", "\n", str(text_to_html(text)))
+    assert [line for line in shown.split("\n") if line] == [line for line in alone if line]

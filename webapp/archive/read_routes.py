@@ -246,9 +246,11 @@ def thread(key, thread_id):
     if found is None or found.space_id != space.id:
         abort(404)
     tree = reading.thread_tree(found)[:500]
+    raws = dict(db.session.execute(select(MessageRaw.message_id, MessageRaw.raw).where(  # one query, not one a message
+        MessageRaw.message_id.in_([msg.id for msg, _depth in tree]))).all())
     bodies = {}
     for msg, _depth in tree:
-        shown = _shown(msg)
+        shown = display.load(raws.get(msg.id) or b"", msg.parse_problem)
         bodies[msg.id] = display.text_to_html(shown.text) if shown.text is not None else None
     newer, older = reading.adjacent_threads(found)
     seen = reading.last_visit(current_user.id, found)
