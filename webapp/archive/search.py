@@ -560,8 +560,9 @@ def _column(sql: str, params: dict) -> list:
 def _search_postgres(space_id, query, order, limit, before, cond="", extra_params=None):
     """Newest first: the space's newest `limit` live matches; Best match: its newest RANKED_AMONG ranked (subject
     counts most), as on SQLite: ranking every match of a common word grows with the archive. The matches are found
-    one of two ways (_pg_newest_ids): walking the space's mail by date and testing each row's vector, or taking the
-    GIN index's matches within the space's newest mail. The page then comes in one statement with its snippets."""
+    the cheapest of three ways (_pg_newest_ids): walking the space's mail by date testing each row's vector, or the
+    GIN index's matches within a window of the space's newest mail, or all of them. The page then comes in one
+    statement with its snippets."""
     tsquery = "%(query)s::tsquery"
     params = {**(extra_params or {}), "query": pg_query(query), "space": space_id, "limit": limit,
               "among": RANKED_AMONG}
