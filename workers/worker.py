@@ -32,7 +32,7 @@ class WarmWorker(Worker):
         env = self.flask_app.jinja_env  # every template compiled once here, not in each horse (the mail ones)
         for name in env.list_templates(filter_func=lambda n: n.endswith((".html", ".txt"))):
             env.get_template(name)
-        configure_mappers()  # the ORM's classes are set up on first use: 27 ms of each horse's first query, else
+        configure_mappers()  # the ORM's classes set up here once, not on each horse's first query (27 ms a job)
         # What is made so far lives as long as the worker: out of the collector's sight (gc.freeze), a horse's
         # collections neither walk it (a fan-out to 10,000 watchers spent 100 of its first 140 ms there) nor
         # write to its pages, which the horse then shares with the worker instead of copying.
