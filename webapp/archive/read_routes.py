@@ -54,8 +54,8 @@ def _raw(message: Message) -> bytes:
     return db.session.scalar(select(MessageRaw.raw).where(MessageRaw.message_id == message.id)) or b""
 
 
-def _shown(message: Message) -> display.Display:
-    return display.load(_raw(message), message.parse_problem)
+def _shown(message: Message, raw: bytes | None = None) -> display.Display:
+    return display.load(_raw(message) if raw is None else raw, message.parse_problem)
 
 
 def _private(response: Response) -> Response:
@@ -250,7 +250,7 @@ def thread(key, thread_id):
         MessageRaw.message_id.in_([msg.id for msg, _depth in tree]))).all())
     bodies = {}
     for msg, _depth in tree:
-        shown = display.load(raws.get(msg.id) or b"", msg.parse_problem)
+        shown = _shown(msg, raws.get(msg.id, b""))
         bodies[msg.id] = display.text_to_html(shown.text) if shown.text is not None else None
     newer, older = reading.adjacent_threads(found)
     seen = reading.last_visit(current_user.id, found)

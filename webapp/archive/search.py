@@ -564,8 +564,8 @@ def _search_postgres(space_id, query, order, limit, before, cond="", extra_param
     GIN index's matches within a window of the space's newest mail, or all of them. The page then comes in one
     statement with its snippets."""
     tsquery = "%(query)s::tsquery"
-    params = {**(extra_params or {}), "query": pg_query(query), "space": space_id, "limit": limit,
-              "among": RANKED_AMONG}
+    among = RANKED_AMONG if order == "relevance" else limit  # the newest matches found (and ranked, for Best match)
+    params = {**(extra_params or {}), "query": pg_query(query), "space": space_id, "limit": limit, "among": among}
     if not params["query"]:
         return []
     keyset = ""
@@ -574,7 +574,6 @@ def _search_postgres(space_id, query, order, limit, before, cond="", extra_param
         keyset = " AND (m.date, m.id) < (%(before_date)s, %(before_id)s)"
     db.session.flush()  # the statements go to psycopg directly, past the session's autoflush
     connection = db.session.connection().connection.driver_connection
-    among = RANKED_AMONG if order == "relevance" else limit
     found = _pg_newest_ids(connection, params, among, keyset, cond)
     if found is None:  # the walk: in the page's own statement
         newest = ("SELECT m.id, m.date, m.search_vector FROM archive_messages m WHERE m.space_id = %(space)s "
@@ -585,7 +584,6 @@ def _search_postgres(space_id, query, order, limit, before, cond="", extra_param
     else:
         params["ids"] = found
         newest = "SELECT m.id, m.date, m.search_vector FROM archive_messages m WHERE m.id = ANY(%(ids)s)"
-    params["among"] = among
     if order == "relevance":
         page = (f"SELECT id, ts_rank_cd(search_vector, {tsquery}) AS rank FROM ({newest}) recent "
                 "ORDER BY rank DESC, id DESC LIMIT %(limit)s")
@@ -624,12 +622,15 @@ WINDOW_ROWS = 2  # a window holds this many times the rows expected to hold `lim
 
 def _pg_share(connection, params: dict) -> tuple[float, float]:
     """(the share of all messages the query matches, by the planner's estimate; how many messages there are)."""
-    plan = connection.execute("EXPLAIN (FORMAT JSON) SELECT 1 FROM archive_messages m WHERE m.search_vector @@ "
-                              "%(query)s::tsquery", params, prepare=False).fetchone()[0]
+    def estimate(where: str) -> float:
+        plan = connection.execute(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM archive_messages m{where}", params,
+                                  prepare=False).fetchone()[0]
+        return max(plan[0]["Plan"]["Plan Rows"], 1)
+
     total = connection.execute("SELECT reltuples FROM pg_class WHERE oid = 'archive_messages'::regclass").fetchone()[0]
-    if not total or total <= 0:  # never analyzed
-        total = connection.execute("SELECT count(*) FROM archive_messages").fetchone()[0]
-    return min(max(plan[0]["Plan"]["Plan Rows"], 1) / max(total, 1), 1.0), float(total)
+    if not total or total <= 0:  # never analyzed yet: the planner's guess from the table's size, not a count of it
+        total = estimate("")
+    return min(estimate(" WHERE m.search_vector @@ %(query)s::tsquery") / total, 1.0), float(total)
 
 
 def _pg_newest_ids(connection, params: dict, limit: int, keyset: str, cond: str) -> list[int] | None:
