@@ -168,7 +168,7 @@ def run(raws: list[bytes], runs: int, urls, big_mb: int = 50) -> list[Result]:
             theirs.append(bench.mbsync(bench.mailbox()))
             data = bench.spacemail("imaps", bench.mailbox(), urls.sqlite(f"b1-{i}"))
             ours.append(data["seconds"])
-            peaks.append(data["peak_rss_kb"] / 1024)
+            peaks.append(max(data["peak_rss_kb"], data["parser_peak_rss_kb"]) / 1024)
         b1 = rate_result("B1", "fetch over IMAPS into an empty archive, commit, delete on the server (SQLite)",
                          ours, n, "mbsync 1.4, FSync on, to a Maildir", theirs, 1.0)
         results.append(b1)
@@ -199,7 +199,7 @@ def run(raws: list[bytes], runs: int, urls, big_mb: int = 50) -> list[Result]:
         b2.goal, b2.met = "≥ 0.8 of B1", b2.ratio >= 0.8
         results.append(b2)
 
-        b7 = Result("B7", "worker peak RSS over B1", max(peaks), "MB", peaks, goal="≤ 200 MB", met=max(peaks) <= 200)
+        b7 = Result("B7", "worker peak RSS over B1 (the worker's or its parser process's, the larger)", max(peaks), "MB", peaks, goal="≤ 200 MB", met=max(peaks) <= 200)
         results.append(b7)
         results.append(big_message(bench, urls, big_mb))
 

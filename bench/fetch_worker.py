@@ -4,6 +4,7 @@
 
 Used by bench/fetch_bench.py so that the time and the peak memory are the worker's alone."""
 import json
+import resource
 import sys
 import time
 
@@ -26,7 +27,9 @@ def main(account_id: int) -> None:
         seconds = time.perf_counter() - started
         db.session.refresh(run)
         print(json.dumps({"seconds": seconds, "state": run.state, "error": run.error_message, "fetched": run.fetched,
-                          "deleted": run.deleted, "baseline_rss_kb": baseline, "peak_rss_kb": common.peak_rss_kb()}))
+                          "deleted": run.deleted, "baseline_rss_kb": baseline, "peak_rss_kb": common.peak_rss_kb(),
+                          # the process that parses ahead, forked from this one (ingest.parser)
+                          "parser_peak_rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
 
 
 if __name__ == "__main__":
