@@ -71,13 +71,13 @@ def test_rq_cron_runs_the_sweep(app, db, redis_server, run_jobs):
     queue = Queue(app.config["RQ_QUEUE"], connection=Redis.from_url(redis_server))
     try:
         deadline = time.monotonic() + 20
-        while len(queue) < 6 and time.monotonic() < deadline:
+        while len(queue) < 8 and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
         cron.terminate()
         output = cron.communicate(timeout=10)[0].decode()
     assert sorted(job.func_name for job in queue.jobs) == [
-        "workers.fetch.fetch_due_accounts", "workers.notify.fetch_replies", "workers.notify.notify_tick",
+        "workers.fetch.fetch_due_accounts", "workers.fetch.tidy_search_index", "workers.notify.fetch_replies", "workers.notify.notify_tick",
         "workers.oauth.refresh_tokens", "workers.send.fetch_bounces", "workers.send.sweep_queue",
         "workers.system.sweep"], output
     assert SiteSettings.get().last_sweep_at is None

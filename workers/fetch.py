@@ -35,6 +35,16 @@ def purge_trash() -> None:
         log.info("purged %d message(s) from the trash", count)
 
 
+@job
+def tidy_search_index() -> None:
+    """Hourly from workers/cron.py: merge the SQLite search index's segments (search.tidy_index)."""
+    from webapp.archive.search import tidy_index
+
+    steps = tidy_index()
+    if steps:
+        log.info("search index: %d merge step(s)", steps)
+
+
 @tracked
 def import_archive(run: JobRun) -> None:
     """Import uploaded mbox/.eml files into a space's archive (progress on the JobRun)."""

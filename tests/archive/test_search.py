@@ -352,3 +352,41 @@ def test_a_prefix_that_starts_too_many_words_is_refused_beside_the_box(app, db, 
     assert page.status_code == 200 and "“zz*” starts more than 10 different words in the archive" in body
     assert "Word zz3" not in body
     assert "Word zz3" in client.get("/spaces/TEAM/mail?q=zz3*").get_data(as_text=True)
+
+
+@pytest.mark.sqlite_only
+def test_the_hourly_tidy_merges_the_search_index_and_every_search_finds_the_same(app, db, make_user, monkeypatch):
+    """Each commit of new mail writes a segment of SQLite's index, and a search looks each word up in every one:
+    the hourly job (workers/cron.py) merges them, a small step a transaction, and nothing found changes."""
+    import random
+
+    from sqlalchemy import text
+
+    from workers.fetch import tidy_search_index
+
+    admin = make_user("ann")
+    team = create_site_space(admin, "TEAM", "Team")
+    db.session.commit()
+    rng = random.Random(11)
+    words = ["budget", "printer", "deploy", "review", "lunch", "release", "invoice", "ticket", "server", "coffee"]
+    for i in range(80):  # a commit each, as fetches of one message would: a segment each
+        ingest.store(team.id, None, raw(f"m{i}", f"Note {i} {rng.choice(words)}", rng.choice(["Ann", "Bob"]),
+                                        " ".join(rng.choices(words, k=12)) + f" only{i}"))
+        db.session.commit()
+    queries = ["budget", "printer lunch", "only7", "rev*", '"budget printer"', "ann", "coffee -ticket"]
+
+    def answers():
+        return {(q, order): [(h.message_id, str(h.snippet)) for h in search.search(team.id, q, order=order)]
+                for q in queries for order in ("newest", "relevance")}
+
+    def segments():
+        return db.session.execute(text("SELECT count(DISTINCT segid) FROM search_messages_idx")).scalar()
+
+    before, segments_before = answers(), segments()
+    db.session.commit()
+    monkeypatch.setattr(search, "MERGE_PAGES", 1)  # many small steps, each its own transaction
+    tidy_search_index()
+    assert segments_before > 4 and segments() == 1
+    assert answers() == before
+    assert sum(len(hits) for hits in before.values()) > 100
+    assert search.tidy_index() == 0  # nothing left to merge: the next hour's run does nothing

@@ -16,6 +16,7 @@ import html
 import itertools
 import math
 import re
+import time
 import unicodedata
 from collections import deque
 from dataclasses import dataclass, field
@@ -262,6 +263,38 @@ def remove(message_ids: list[int]) -> None:
             "VALUES ('delete', ?, ?, ?, ?)",
             [(key, *indexed_text({"subject": s, "from_name": n, "from_addr": a, "body_text": b}))
              for key, s, n, a, b in rows])
+
+
+# SQLite's index is a set of b-trees ("segments"): each commit that adds mail writes one, and FTS5 merges four of
+# about one size into one as it goes. A search looks each word up in every segment, so their number is most of a
+# rare word's search (docs/benchmarks.md, B4: at 200,000 messages 19 µs a lookup, 10 µs with one segment a size).
+# tidy_index(), hourly (workers/cron.py), merges two of about one size, as an incremental merge with the table's
+# 'usermerge' at 2 does: each message's entry is rewritten about log2 of the archive's commits times, not log4, and
+# off the fetch's path. Not FTS5's 'optimize' (everything into one): that rewrites the whole index every time.
+MERGE_PAGES = 1_000  # leaf pages (4 KB) a merge step writes, in a transaction of its own: ~80 ms of the write lock
+TIDY_SECONDS = 300
+
+
+def tidy_index(budget: float = TIDY_SECONDS) -> int:
+    """SQLite: merge the search index's segments of about one size, a step at a time, until there is nothing to
+    merge or `budget` seconds have passed (the next run goes on); the steps that merged something. Fetches and
+    imports wait for one step at most. PostgreSQL: nothing to do (its GIN index is kept by autovacuum)."""
+    if _dialect(db.engine) != "sqlite":
+        return 0
+    deadline, steps = time.monotonic() + budget, 0
+    with db.engine.connect() as connection:
+        driver = connection.connection.driver_connection
+        connection.exec_driver_sql("INSERT INTO search_messages (search_messages, rank) VALUES ('usermerge', 2)")
+        connection.commit()
+        while time.monotonic() < deadline:
+            before = driver.total_changes
+            connection.exec_driver_sql("INSERT INTO search_messages (search_messages, rank) VALUES ('merge', ?)",
+                                       (MERGE_PAGES,))
+            connection.commit()
+            if driver.total_changes - before < 2:  # FTS5's sign that the step found nothing to merge
+                break
+            steps += 1
+    return steps
 
 
 @dataclass
