@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from markupsafe import Markup
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from webapp.errors import UserError
 from webapp.extensions import db
@@ -288,9 +289,13 @@ def tidy_index(budget: float = TIDY_SECONDS) -> int:
         connection.commit()
         while time.monotonic() < deadline:
             before = driver.total_changes
-            connection.exec_driver_sql("INSERT INTO search_messages (search_messages, rank) VALUES ('merge', ?)",
-                                       (MERGE_PAGES,))
-            connection.commit()
+            try:
+                connection.exec_driver_sql("INSERT INTO search_messages (search_messages, rank) VALUES "
+                                           "('merge', ?)", (MERGE_PAGES,))
+                connection.commit()
+            except OperationalError:  # the write lock stayed taken past the busy timeout: the next hour goes on
+                connection.rollback()
+                break
             if driver.total_changes - before < 2:  # FTS5's sign that the step found nothing to merge
                 break
             steps += 1
