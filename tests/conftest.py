@@ -1,4 +1,5 @@
 """Shared fixtures: real redis-server, a fresh database per test, signed-in clients, a real RQ worker."""
+import atexit
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 _INSTANCE = tempfile.mkdtemp(prefix="spacemail-test-instance-")
+atexit.register(shutil.rmtree, _INSTANCE, True)
 os.environ["SPACEMAIL_INSTANCE_DIR"] = _INSTANCE  # before webapp is imported
 
 from flask.testing import FlaskClient  # noqa: E402

@@ -133,6 +133,8 @@ class Dovecot:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait(timeout=10)
+        shutil.rmtree(self.root, ignore_errors=True)  # its mailboxes, logs and keys (a run left one behind each)
 
 
 CONFIG = """
@@ -258,7 +260,8 @@ def start_dovecot(ssl: bool = True, ca: CA | None = None, introspection_url: str
         for port in ports.values():
             wait_for_port(port, timeout=15, host=listen)
     except RuntimeError:
-        server.stop()
         log = (root / "dovecot.log").read_text() if (root / "dovecot.log").exists() else ""
-        raise RuntimeError(f"dovecot did not start: {(root / 'stderr.log').read_text()[-2000:]} {log[-2000:]}")
+        stderr = (root / "stderr.log").read_text()
+        server.stop()
+        raise RuntimeError(f"dovecot did not start: {stderr[-2000:]} {log[-2000:]}") from None
     return server

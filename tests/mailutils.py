@@ -80,6 +80,8 @@ class Mailutils:
                     proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+                    proc.wait(timeout=10)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def start_mailutils() -> Mailutils:
@@ -116,7 +118,7 @@ def start_mailutils() -> Mailutils:
         for port in ports.values():
             wait_for_port(port, timeout=15)
     except RuntimeError:
-        server.stop()
         logs = " ".join((root / f"{b}.log").read_text()[-1000:] for b in ("imap4d", "pop3d"))
+        server.stop()
         raise RuntimeError(f"mailutils did not start: {logs}") from None
     return server
