@@ -29,7 +29,13 @@ def main(account_id: int) -> None:
         print(json.dumps({"seconds": seconds, "state": run.state, "error": run.error_message, "fetched": run.fetched,
                           "deleted": run.deleted, "baseline_rss_kb": baseline, "peak_rss_kb": common.peak_rss_kb(),
                           # the process that parses ahead, forked from this one (ingest.parser)
-                          "parser_peak_rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+                          "parser_peak_rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+                          "worker_cpu_s": _cpu(resource.RUSAGE_SELF), "parser_cpu_s": _cpu(resource.RUSAGE_CHILDREN)}))
+
+
+def _cpu(who) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":
