@@ -199,7 +199,8 @@ def run(raws: list[bytes], runs: int, urls, big_mb: int = 50) -> list[Result]:
         b2.goal, b2.met = "≥ 0.8 of B1", b2.ratio >= 0.8
         results.append(b2)
 
-        b7 = Result("B7", "worker peak RSS over B1 (the worker's or its parser process's, the larger)", max(peaks), "MB", peaks, goal="≤ 200 MB", met=max(peaks) <= 200)
+        b7 = Result("B7", "worker peak RSS over B1 (the worker's or its parser process's, the larger)", max(peaks),
+                    "MB", peaks, goal="≤ 200 MB", met=max(peaks) <= 200)
         results.append(b7)
         results.append(big_message(bench, urls, big_mb))
 

@@ -77,9 +77,9 @@ def test_rq_cron_runs_the_sweep(app, db, redis_server, run_jobs):
         cron.terminate()
         output = cron.communicate(timeout=10)[0].decode()
     assert sorted(job.func_name for job in queue.jobs) == [
-        "workers.fetch.fetch_due_accounts", "workers.fetch.tidy_search_index", "workers.notify.fetch_replies", "workers.notify.notify_tick",
-        "workers.oauth.refresh_tokens", "workers.send.fetch_bounces", "workers.send.sweep_queue",
-        "workers.system.sweep"], output
+        "workers.fetch.fetch_due_accounts", "workers.fetch.tidy_search_index", "workers.notify.fetch_replies",
+        "workers.notify.notify_tick", "workers.oauth.refresh_tokens", "workers.send.fetch_bounces",
+        "workers.send.sweep_queue", "workers.system.sweep"], output
     assert SiteSettings.get().last_sweep_at is None
     run_jobs()
     db.session.expire_all()

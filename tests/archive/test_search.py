@@ -390,3 +390,41 @@ def test_the_hourly_tidy_merges_the_search_index_and_every_search_finds_the_same
     assert answers() == before
     assert sum(len(hits) for hits in before.values()) > 100
     assert search.tidy_index() == 0  # nothing left to merge: the next hour's run does nothing
+
+
+@pytest.mark.sqlite_only
+def test_the_tidy_gives_way_to_a_writer_that_holds_the_lock_and_the_next_run_goes_on(app, db, make_user):
+    import sqlite3
+
+    from sqlalchemy import event, text
+
+    admin = make_user("ann")
+    team = create_site_space(admin, "TEAM", "Team")
+    db.session.commit()
+    for i in range(12):
+        ingest.store(team.id, None, raw(f"m{i}", f"Note {i}", "Ann", f"budget line {i}"))
+        db.session.commit()
+
+    def segments():
+        return db.session.execute(text("SELECT count(DISTINCT segid) FROM search_messages_idx")).scalar()
+
+    before = segments()
+    db.session.commit()
+    db.engine.dispose()
+
+    def short_wait(connection, _record):  # after the app's own 10 s: the test need not wait that long
+        connection.execute("PRAGMA busy_timeout=200")
+
+    event.listen(db.engine, "connect", short_wait)
+    writer = sqlite3.connect(db.engine.url.database)
+    writer.execute("BEGIN IMMEDIATE")  # a fetch's batch, holding the write lock
+    try:
+        assert search.tidy_index() == 0
+    finally:
+        writer.rollback()
+        writer.close()
+        event.remove(db.engine, "connect", short_wait)
+        db.engine.dispose()
+    assert before > 1 and segments() == before
+    assert search.tidy_index() > 0 and segments() == 1
+    assert len(search.search(team.id, "budget")) == 12

@@ -285,20 +285,19 @@ def tidy_index(budget: float = TIDY_SECONDS) -> int:
     deadline, steps = time.monotonic() + budget, 0
     with db.engine.connect() as connection:
         driver = connection.connection.driver_connection
-        connection.exec_driver_sql("INSERT INTO search_messages (search_messages, rank) VALUES ('usermerge', 2)")
-        connection.commit()
-        while time.monotonic() < deadline:
-            before = driver.total_changes
-            try:
+        try:
+            connection.exec_driver_sql("INSERT INTO search_messages (search_messages, rank) VALUES ('usermerge', 2)")
+            connection.commit()
+            while time.monotonic() < deadline:
+                before = driver.total_changes
                 connection.exec_driver_sql("INSERT INTO search_messages (search_messages, rank) VALUES "
                                            "('merge', ?)", (MERGE_PAGES,))
                 connection.commit()
-            except OperationalError:  # the write lock stayed taken past the busy timeout: the next hour goes on
-                connection.rollback()
-                break
-            if driver.total_changes - before < 2:  # FTS5's sign that the step found nothing to merge
-                break
-            steps += 1
+                if driver.total_changes - before < 2:  # FTS5's sign that the step found nothing to merge
+                    break
+                steps += 1
+        except OperationalError:  # the write lock stayed taken past the busy timeout: the next hour goes on
+            connection.rollback()
     return steps
 
 
