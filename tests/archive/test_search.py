@@ -354,13 +354,18 @@ def test_a_prefix_that_starts_too_many_words_is_refused_beside_the_box(app, db, 
     assert "Word zz3" in client.get("/spaces/TEAM/mail?q=zz3*").get_data(as_text=True)
 
 
+def _segments(db) -> int:
+    """How many b-trees (segments) SQLite's search index holds: each has its rows in the %_idx table."""
+    from sqlalchemy import text
+
+    return db.session.execute(text("SELECT count(DISTINCT segid) FROM search_messages_idx")).scalar()
+
+
 @pytest.mark.sqlite_only
 def test_the_hourly_tidy_merges_the_search_index_and_every_search_finds_the_same(app, db, make_user, monkeypatch):
     """Each commit of new mail writes a segment of SQLite's index, and a search looks each word up in every one:
     the hourly job (workers/cron.py) merges them, a small step a transaction, and nothing found changes."""
     import random
-
-    from sqlalchemy import text
 
     from workers.fetch import tidy_search_index
 
@@ -379,14 +384,11 @@ def test_the_hourly_tidy_merges_the_search_index_and_every_search_finds_the_same
         return {(q, order): [(h.message_id, str(h.snippet)) for h in search.search(team.id, q, order=order)]
                 for q in queries for order in ("newest", "relevance")}
 
-    def segments():
-        return db.session.execute(text("SELECT count(DISTINCT segid) FROM search_messages_idx")).scalar()
-
-    before, segments_before = answers(), segments()
+    before, segments_before = answers(), _segments(db)
     db.session.commit()
     monkeypatch.setattr(search, "MERGE_PAGES", 1)  # many small steps, each its own transaction
     tidy_search_index()
-    assert segments_before > 4 and segments() == 1
+    assert segments_before > 4 and _segments(db) == 1
     assert answers() == before
     assert sum(len(hits) for hits in before.values()) > 100
     assert search.tidy_index() == 0  # nothing left to merge: the next hour's run does nothing
@@ -396,7 +398,7 @@ def test_the_hourly_tidy_merges_the_search_index_and_every_search_finds_the_same
 def test_the_tidy_gives_way_to_a_writer_that_holds_the_lock_and_the_next_run_goes_on(app, db, make_user):
     import sqlite3
 
-    from sqlalchemy import event, text
+    from sqlalchemy import event
 
     admin = make_user("ann")
     team = create_site_space(admin, "TEAM", "Team")
@@ -405,10 +407,7 @@ def test_the_tidy_gives_way_to_a_writer_that_holds_the_lock_and_the_next_run_goe
         ingest.store(team.id, None, raw(f"m{i}", f"Note {i}", "Ann", f"budget line {i}"))
         db.session.commit()
 
-    def segments():
-        return db.session.execute(text("SELECT count(DISTINCT segid) FROM search_messages_idx")).scalar()
-
-    before = segments()
+    before = _segments(db)
     db.session.commit()
     db.engine.dispose()
 
@@ -425,6 +424,6 @@ def test_the_tidy_gives_way_to_a_writer_that_holds_the_lock_and_the_next_run_goe
         writer.close()
         event.remove(db.engine, "connect", short_wait)
         db.engine.dispose()
-    assert before > 1 and segments() == before
-    assert search.tidy_index() > 0 and segments() == 1
+    assert before > 1 and _segments(db) == before
+    assert search.tidy_index() > 0 and _segments(db) == 1
     assert len(search.search(team.id, "budget")) == 12
