@@ -315,6 +315,7 @@ def login(app, client):
 
     def do(user, c=None):
         c = c or client
+        c.token = None  # a route may have ended the session (and its CSRF token) since the token was read
         response = c.post("/login", data={"login": user.username, "password": PASSWORD})
         assert response.status_code == 302, response.get_data(as_text=True)
         c.csrf_token()  # as a browser loads the next page: the new session's CSRF token, before any thread races
