@@ -50,9 +50,9 @@ class SiteSettings(db.Model):
         return row
 
 
-def retry_schedule() -> list[int]:
+def retry_schedule(settings: SiteSettings | None = None) -> list[int]:
     """The mail queue's backoff in minutes, e.g. [1, 5, 15, 60, 240]."""
-    text = SiteSettings.get().mail_retry_minutes or "1, 5, 15, 60, 240"
+    text = (settings or SiteSettings.get()).mail_retry_minutes or "1, 5, 15, 60, 240"
     return [int(part) for part in text.replace(",", " ").split()]
 
 

@@ -2,6 +2,7 @@
 import logging
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -50,26 +51,60 @@ def claim(limit: int) -> tuple[str, list[int]]:
 
 
 def deliver_due() -> int:
-    """Send due mail in batches until none is due; returns how many were sent. The connections stay open from one
-    batch to the next (a sender that reconnects for every batch pays a TLS handshake and a sign-in each time)."""
+    """Send due mail until none is due; returns how many were sent.
+
+    The connections stay open from one batch to the next, and the database work (claiming the next batch, writing
+    the outcomes) is done beside the conversation by a thread of the sender's own (_Store): a sender that did it in
+    turn held its connection still ~15 ms every 100 mails, waiting on SQLite's one write lock (docs/benchmarks.md,
+    B6). Where the server pipelines, the next mail is composed while the server reads this one."""
+    db.session.commit()  # the caller's work is visible to the store's own connection (and holds no lock)
     profiles = ordered_profiles()
+    now, paused = limits.clock(), limits.paused()
+    db.session.commit()
     if not profiles:
         return 0  # nothing to send through: the mail waits, and the queue page says why
-    now, paused = limits.clock(), limits.paused()
     if all(p.key in paused and paused[p.key].paused_until and paused[p.key].paused_until > now for p in profiles):
         return 0  # every server refused this client a moment ago: the mail waits for the pause to end
-    sent, batch, pool = 0, current_app.config["MAIL_SEND_BATCH"], _Pool()
+    pool, store = _Pool(), _Store(current_app._get_current_object())
+    context, marks = _Context(), _Marks(current_app.config["MAIL_MARK_EVERY"], store)
+    batch_size = current_app.config["MAIL_SEND_BATCH"]
     try:
+        upcoming = store.submit(_claim_batch, batch_size)
         while True:
-            token, ids = claim(batch)  # (its commit also commits the last batch's last sent marks)
-            if not ids:
-                return sent
-            if len(ids) == batch:  # more is due: an idle worker joins in (sending waits on the server, not on us)
-                wake_sender()
-                db.session.commit()
-            sent += send_batch(token, ids, profiles, pool, commit_last=False)
+            batch = upcoming.result()
+            if not batch.rows:
+                break
+            upcoming = store.submit(_claim_batch, batch_size)  # the next batch is read while this one goes
+            context.take(batch)
+            pool.next_batch(batch.paused)
+            for index, row in enumerate(batch.rows):
+                following = batch.rows[index + 1] if index + 1 < len(batch.rows) else None
+                if following is None and upcoming.done() and upcoming.exception() is None:
+                    following = next(iter(upcoming.result().rows), None)  # announced across the batches
+                context.next_row = following
+                candidates = profiles
+                if row.server_key:
+                    pinned = profile_for(row.server_key)
+                    db.session.commit()
+                    candidates = [pinned] if pinned else profiles
+                try:
+                    outcome = _attempt(row, candidates, pool, context.actors.get(row.actor_id), context)
+                except Exception as exc:  # one poison mail must not stop the rest nor leave it "sending"
+                    log.exception("sending mail %s failed unexpectedly", row.id)
+                    db.session.rollback()
+                    for session in pool.sessions.values():
+                        session.close()  # the conversation may be half way through a command: start afresh
+                    outcome = _unexpected(row, exc, context.schedule)
+                marks.add(batch.token, row, outcome)
+        marks.flush()
+        return marks.wait()
+    except BaseException:
+        marks.flush()  # the outcomes known so far are written before the error goes on
+        marks.wait(raising=False)
+        raise
     finally:
         pool.close()
+        store.close()
 
 
 class _Pool:
@@ -84,12 +119,19 @@ class _Pool:
         self.down: dict[str, SmtpError] = {}
         self.rates: dict[str, limits.RateLimit] = {}
         self.slots: dict[str, limits.ConnectionSlot] = {}
-        self.paused: dict = {}  # read by refresh() at each batch
+        self.paused: dict = {}  # server key -> its pause (paused_until, pause_reason), read again with each batch
         self.worked: set[str] = set()
 
-    def refresh(self) -> None:
-        """At each batch: pauses other senders set; a server that failed (and is not paused) gets another chance."""
-        self.paused, self.down = limits.paused(), {}
+    def next_batch(self, paused: dict) -> None:
+        """At each batch: the pauses as its claim read them (other senders' too), but not older than what this
+        sender knows (the claim may have been read before this sender paused a server); and a server that failed
+        to open, if not paused, gets another go."""
+        for key, mine in self.paused.items():
+            theirs = paused.get(key)
+            if mine.paused_until and (theirs is None or not theirs.paused_until
+                                      or theirs.paused_until < mine.paused_until):
+                paused[key] = mine
+        self.paused, self.down = paused, {}
 
     def wait_for(self, profile: SmtpProfile) -> tuple[datetime, str] | None:
         """(until when, why) this mail must wait for `profile`, or None when it may go now."""
@@ -133,15 +175,17 @@ class _Pool:
         self.down[profile.key] = exc
         self._release_slot(profile.key)
         until = limits.pause(profile.key, exc.message)
-        self.paused = limits.paused()
+        self.paused = _pauses()
+        db.session.commit()
         return until
 
     def took(self, profile: SmtpProfile) -> None:
         """A server paused lately took mail: its next pause starts from one minute again. (No write otherwise: on
-        SQLite any UPDATE would hold the one write lock until the next commit.)"""
+        SQLite any UPDATE holds the one write lock until its commit.)"""
         if profile.key not in self.worked and profile.key in self.paused:
             self.worked.add(profile.key)
             limits.recovered(profile.key)
+            db.session.commit()
 
     def _release_slot(self, key: str) -> None:
         slot = self.slots.pop(key, None)
@@ -162,61 +206,89 @@ _FIELDS = ("id", "kind", "recipient", "subject", "body_text", "body_html", "head
            "server_key", "attempts", "created_at")
 
 
-def send_batch(token: str, ids: list[int], profiles: list[SmtpProfile], pool: _Pool | None = None,
-               commit_last: bool = True) -> int:
-    """Send the claimed rows `ids`; how many were sent. Outcomes are committed in groups (_Marks); without
-    `commit_last` the last group is written and left to the caller's next commit (its next claim: one commit, and
-    on SQLite one fsync, where there were two)."""
-    # Rows as plain tuples (columns, not ORM entities: those cost ~50 µs each to load, and the group commits below
-    # would expire them and reload each one).
-    table = OutboundMail.__table__
-    rows = db.session.execute(select(*(table.c[name] for name in _FIELDS))
-                              .where(table.c.id.in_(ids), table.c.claim_token == token).order_by(table.c.id)).all()
-    actor_ids = {r.actor_id for r in rows if r.actor_id}
-    actors = {u.id: SimpleNamespace(full_name=u.full_name, email=u.email)
-              for u in db.session.scalars(select(User).where(User.id.in_(actor_ids)))} if actor_ids else {}
-    context = _Context(SiteSettings.get().site_title, retry_schedule(), bounces.envelope_sender(), signing.signer(),
-                       actors)
-    own_pool = pool is None
-    pool = pool or _Pool()
-    pool.refresh()
-    marks = _Marks(token, current_app.config["MAIL_MARK_EVERY"], commit_last)
-    db.session.commit()
-    try:
-        for index, row in enumerate(rows):
-            context.next_row = rows[index + 1] if index + 1 < len(rows) else None
-            candidates = profiles
-            if row.server_key:
-                pinned = profile_for(row.server_key)
-                candidates = [pinned] if pinned else profiles
-            try:
-                outcome = _attempt(row, candidates, pool, actors.get(row.actor_id), context)
-            except Exception as exc:  # one poison mail must not stop the batch nor leave it "sending"
-                log.exception("sending mail %s failed unexpectedly", row.id)
-                for session in pool.sessions.values():
-                    session.close()  # the conversation may be half way through a command: start afresh
-                outcome = _unexpected(row, exc, context.schedule)
-            marks.add(row, outcome, last=index == len(rows) - 1)
-    except BaseException:
-        marks.flush()
-        raise
-    else:
-        marks.flush(commit=commit_last)
-    finally:
-        if own_pool:
-            pool.close()
-    return marks.sent
+class _Store:
+    """A sender's database work, in a thread of its own with its own app context (so its own session and
+    connection), one task at a time in the order given: a claim, or a group of outcomes, that waits for a lock
+    never holds up the SMTP conversation. The main thread touches the database only for rare things (a server
+    paused, a pinned server looked up), each committed at once so it holds no lock the store would wait for."""
+
+    def __init__(self, app) -> None:
+        self.app, self.context = app, None
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="mail-store", initializer=self._enter)
+
+    def _enter(self) -> None:
+        self.context = self.app.app_context()
+        self.context.push()
+
+    def submit(self, task, *args) -> Future:
+        return self.executor.submit(self._run, task, *args)
+
+    @staticmethod
+    def _run(task, *args):
+        try:
+            return task(*args)
+        except BaseException:
+            db.session.rollback()
+            raise
+
+    def close(self) -> None:
+        def leave():
+            db.session.remove()
+            if self.context is not None:
+                self.context.pop()
+        self.executor.submit(leave).result()
+        self.executor.shutdown()
 
 
 @dataclass
-class _Context:
-    site_name: str
-    schedule: list[int]
-    envelope: object  # mail id -> envelope sender (VERP), or None: the server's From address
-    sign: object  # (bytes, from address) -> signed bytes
+class _Batch:
+    token: str
+    rows: list
+    paused: dict  # server key -> its pause (plain values)
+    settings: tuple  # (site name, retry schedule, envelope sender function, DKIM signer)
     actors: dict
-    next_row: object = None  # the batch's next mail, which the session may announce behind this one
-    ahead: tuple | None = None  # ((mail id, server key), envelope sender, bytes): the next mail, made already
+
+
+def _claim_batch(size: int) -> _Batch:
+    """(In the store's thread.) The next batch: claimed, read as plain tuples (columns, not ORM entities: those
+    cost ~50 µs each), with what composing it needs read as of now; a full one wakes another sender."""
+    token, ids = claim(size)
+    if len(ids) == size:  # more is due: an idle worker joins in (sending waits on the server, not on us)
+        wake_sender()
+        db.session.commit()
+    rows = []
+    if ids:
+        table = OutboundMail.__table__
+        rows = db.session.execute(select(*(table.c[name] for name in _FIELDS))
+                                  .where(table.c.id.in_(ids), table.c.claim_token == token).order_by(table.c.id)).all()
+    actor_ids = {r.actor_id for r in rows if r.actor_id}
+    actors = {u.id: SimpleNamespace(full_name=u.full_name, email=u.email)
+              for u in db.session.scalars(select(User).where(User.id.in_(actor_ids)))} if actor_ids else {}
+    settings = SiteSettings.get()
+    batch = _Batch(token, rows, _pauses(), (settings.site_title, retry_schedule(settings), bounces.envelope_sender(),
+                                         signing.signer()), actors)
+    db.session.commit()
+    return batch
+
+
+def _pauses() -> dict:
+    """The servers' pauses as plain values (read in one thread, used in another)."""
+    return {key: SimpleNamespace(paused_until=s.paused_until, pause_reason=s.pause_reason)
+            for key, s in limits.paused().items()}
+
+
+class _Context:
+    """What composing needs (the site's name, the retry schedule, bounce addresses, DKIM keys: as of the batch's
+    claim), and the mail that goes next."""
+
+    def __init__(self) -> None:
+        self.actors: dict = {}
+        self.next_row = None  # the next mail, which the session may announce behind this one
+        self.ahead: tuple | None = None  # ((mail id, server key), envelope sender, bytes): the next mail, made already
+
+    def take(self, batch: _Batch) -> None:
+        self.site_name, self.schedule, self.envelope, self.sign = batch.settings
+        self.actors.update(batch.actors)
 
     def compose(self, row, profile: SmtpProfile, actor) -> tuple[str, bytes]:
         """(envelope sender, signed bytes) of `row` through `profile`; ValueError or TypeError if it cannot be."""
@@ -248,43 +320,61 @@ class _Context:
 
 
 class _Marks:
-    """Outcomes written in groups: one commit per `every` mails or per second, whichever comes first.
+    """Outcomes written in groups by the store: one commit per `every` mails or per second, whichever comes first.
 
     A worker killed mid-group leaves those rows "sending"; the sweeper queues them again, so a crash can
     resend at most one group and loses nothing. A commit per mail made the commits the bottleneck
     (docs/benchmarks.md, B6).
     """
 
-    def __init__(self, token: str, every: int, commit_last: bool = True) -> None:
-        self.token, self.every, self.pending, self.sent, self.since = token, max(every, 1), [], 0, time.monotonic()
-        self.commit_last = commit_last
+    def __init__(self, every: int, store: _Store) -> None:
+        self.every, self.store, self.pending, self.writes = max(every, 1), store, [], []
+        self.since = time.monotonic()
 
-    def add(self, row, values: dict, last: bool = False) -> None:
-        self.pending.append((row, values))
-        self.sent += values["state"] == SENT
-        if (len(self.pending) >= self.every or time.monotonic() - self.since > 1) and (self.commit_last or not last):
+    def add(self, token: str, row, values: dict) -> None:
+        self.pending.append((token, row, values))
+        if len(self.pending) >= self.every or time.monotonic() - self.since > 1:
             self.flush()
+        while self.writes and self.writes[0].done():
+            self.writes.pop(0).result()  # a group that could not be written stops the sender here
 
-    def flush(self, commit: bool = True) -> None:
-        groups: dict[tuple, list[dict]] = {}  # one executemany per set of columns (sent, retry, failed)
-        counts = {"sent": 0, "waited": 0, "retried": 0, "failed": 0}
-        for row, values in self.pending:
-            params = {"b_id": row.id, "claim_token": None, "attempts": row.attempts + 1, **values}
-            groups.setdefault(tuple(sorted(values)), []).append(params)
-            state = values["state"]
-            counts["sent" if state == SENT else "failed" if state == FAILED else
-                   "waited" if params["attempts"] == row.attempts else "retried"] += 1
-            if row.kind == "test" and state != QUEUED:
-                _record_test(row, values)
-        table = OutboundMail.__table__
-        for params in groups.values():
-            db.session.connection().execute(
-                table.update().where(table.c.id == bindparam("b_id"), table.c.claim_token == self.token), params)
+    def flush(self) -> None:
         if self.pending:
-            stats.add(**counts)
-        if commit:
-            db.session.commit()
+            self.writes.append(self.store.submit(_write_marks, self.pending))
         self.pending, self.since = [], time.monotonic()
+
+    def wait(self, raising: bool = True) -> int:
+        """How many were sent, once every group is written (the first failure raised, unless not `raising`)."""
+        sent = 0
+        for write in self.writes:
+            try:
+                sent += write.result()
+            except Exception:
+                if raising:
+                    raise
+                log.exception("the outcomes of a group of mails could not be written")
+        return sent
+
+
+def _write_marks(outcomes: list[tuple[str, object, dict]]) -> int:
+    """(In the store's thread.) One group of outcomes and its counts, committed; how many of them were sent."""
+    groups: dict[tuple, list[dict]] = {}  # one executemany per set of columns (sent, retry, failed)
+    counts = {"sent": 0, "waited": 0, "retried": 0, "failed": 0}
+    for token, row, values in outcomes:
+        params = {"b_id": row.id, "b_token": token, "claim_token": None, "attempts": row.attempts + 1, **values}
+        groups.setdefault(tuple(sorted(values)), []).append(params)
+        state = values["state"]
+        counts["sent" if state == SENT else "failed" if state == FAILED else
+               "waited" if params["attempts"] == row.attempts else "retried"] += 1
+        if row.kind == "test" and state != QUEUED:
+            _record_test(row, values)
+    table = OutboundMail.__table__
+    for params in groups.values():
+        db.session.connection().execute(
+            table.update().where(table.c.id == bindparam("b_id"), table.c.claim_token == bindparam("b_token")), params)
+    stats.add(**counts)
+    db.session.commit()
+    return counts["sent"]
 
 
 def _attempt(row, candidates: list[SmtpProfile], pool: _Pool, actor, context: _Context) -> dict:

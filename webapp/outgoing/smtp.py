@@ -294,7 +294,7 @@ class SmtpSession:
                     then = None  # its envelope may need SMTPUTF8: sent in its own turn
                 reply = self._send_pipelined(conn, sender, recipient, data, options, then, meanwhile)
             else:
-                reply = self._send_in_steps(conn, sender, recipient, data, options)
+                reply = self._send_in_steps(conn, sender, recipient, data, options, meanwhile)
             self.delivered += 1
             return reply
         except SmtpError:
@@ -303,7 +303,7 @@ class SmtpSession:
             self.close()
             raise classify(exc, self.profile) from None
 
-    def _send_in_steps(self, conn, sender: str, recipient: str, data: bytes, options: list[str]) -> str:
+    def _send_in_steps(self, conn, sender: str, recipient: str, data: bytes, options: list[str], meanwhile=None) -> str:
         if options:  # SMTPUTF8: smtplib's mail() also switches the command encoding to UTF-8
             code, message = conn.mail(sender, options)
         else:
@@ -317,7 +317,7 @@ class SmtpSession:
         code, message = conn.docmd("DATA")
         if code != 354:
             raise self._refused("rejected", "The server did not accept the message", code, message, "data")
-        return self._end_data(conn, data)
+        return self._end_data(conn, data, None, meanwhile)
 
     def _send_pipelined(self, conn, sender: str, recipient: str, data: bytes, options: list[str],
                         then: tuple[str, str] | None, meanwhile) -> str:
