@@ -4,6 +4,7 @@ from sqlalchemy import select
 from webapp.extensions import db
 from webapp.jobs import ready_for_more
 from webapp.notify import fanout, report
+from webapp.outgoing import delivery
 from webapp.notify.events import FAN_OUT, wake_fan_out
 from webapp.notify.models import ContentEvent
 from webapp.timeutil import utcnow
@@ -12,9 +13,15 @@ from workers import job
 
 @job
 def fan_out_due() -> int:
-    """Turn every due content event into queued mail; safe to run in several workers at once."""
+    """Turn every due content event into queued mail, then help send it; safe to run in several workers at once.
+
+    The mail's first batches went to a sender as they were committed. This worker then sends beside it in the
+    same work horse: as a job of its own, picked up and forked, its first mail went ~0.1 s later (B6)."""
     ready_for_more(FAN_OUT)
-    return fanout.fan_out_due()
+    queued = fanout.fan_out_due()
+    if queued:
+        delivery.deliver_due()
+    return queued
 
 
 @job

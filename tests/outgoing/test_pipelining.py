@@ -82,3 +82,21 @@ def test_a_refused_announced_recipient_retries_that_mail_and_the_rest_go(tapped,
     assert set(states.values()) == {(SENT, 1)}
     assert delivered(sink) == [([f"reader{i}@example.org"], f"reader{i}@example.org") for i in (0, 1, 2, 4, 5)]
     assert tap.connections == 1  # a refused recipient is about one mail: the session goes on
+
+
+def test_many_batches_go_on_one_session_each_once_and_are_counted(tapped, app):
+    """Batches claimed while the last ones go, outcomes written in groups by the sender's database thread: the
+    last mail of each batch announces the first of the next, and the count returned is every mail sent."""
+    from webapp.jobs import ready_for_more
+    from webapp.outgoing import delivery
+
+    sink, tap = tapped
+    app.config.update(MAIL_SEND_BATCH=7, MAIL_MARK_EVERY=3)
+    queue_some(61)
+    ready_for_more(queue.WAKE)
+    assert delivery.deliver_due() == 61
+    wire = bytes(tap.client_bytes)
+    assert delivered(sink) == [([f"reader{i}@example.org"], f"reader{i}@example.org") for i in range(61)]
+    assert [(r.state, r.attempts, r.claim_token) for r in rows()] == [(SENT, 1, None)] * 61
+    assert tap.connections == 1 and wire.count(b"MAIL FROM:") == 61
+    assert wire.count(b"\r\n.\r\nMAIL FROM:") >= 55  # across the batches too, unless a claim was still being read
