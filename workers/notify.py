@@ -1,4 +1,8 @@
 """Notification jobs: fanning content events out to watchers, and the minute tick (coalesced edits, daily report)."""
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from flask import current_app
 from sqlalchemy import select
 
 from webapp.extensions import db
@@ -13,14 +17,30 @@ from workers import job
 
 @job
 def fan_out_due() -> int:
-    """Turn every due content event into queued mail, then help send it; safe to run in several workers at once.
+    """Turn every due content event into queued mail, and send it meanwhile; safe to run in several workers at once.
 
-    The mail's first batches went to a sender as they were committed. This worker then sends beside it in the
-    same work horse: as a job of its own, picked up and forked, its first mail went ~0.1 s later (B6)."""
+    The fan-out runs in a thread of this job (its own app context, so its own session) and the job sends from its
+    first committed batch on, beside the sender that batch woke: one page watched by 10,000 people kept this
+    worker fanning out for 0.8 s before it sent anything, with one connection of the two at work (B6)."""
     ready_for_more(FAN_OUT)
-    queued = fanout.fan_out_due()
+    app, first = current_app._get_current_object(), threading.Event()
+
+    def fan_out() -> int:
+        with app.app_context():
+            try:
+                return fanout.fan_out_due(committed=first.set)
+            finally:
+                first.set()
+                db.session.remove()
+
+    with ThreadPoolExecutor(1, thread_name_prefix="fan-out") as pool:
+        running = pool.submit(fan_out)
+        first.wait()
+        if not running.done() or running.result():
+            delivery.deliver_due()
+        queued = running.result()
     if queued:
-        delivery.deliver_due()
+        delivery.deliver_due()  # what was queued after this sender's last claim, if anything
     return queued
 
 

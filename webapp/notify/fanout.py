@@ -30,11 +30,11 @@ log = logging.getLogger(__name__)
 VERBS = {"created": "created", "edited": "edited", "commented": "commented on"}
 
 
-def fan_out_due() -> int:
+def fan_out_due(committed=None) -> int:
     """Every due event, one at a time; returns how many mails were queued.
 
     An event is fanned out in batches of watchers, each committed with the event's progress (fan_out), so the
-    senders start on the first batch. An event whose fan-out raises keeps what it committed, is counted and put
+    senders start on the first batch (`committed()` is called after each). An event whose fan-out raises keeps what it committed, is counted and put
     off, so the events after it go out now; after POISON_ATTEMPTS tries it is set aside for an admin
     (Administration › System health › Failed events)."""
     queued = 0
@@ -46,7 +46,7 @@ def fan_out_due() -> int:
         if event_id is None:
             return queued
         try:
-            done, count = fan_out(db.session.get(ContentEvent, event_id))
+            done, count = fan_out(db.session.get(ContentEvent, event_id), committed)
             queued += count
             if not done:
                 return queued  # another worker holds this event's fan-out: it goes on from where that one is
@@ -85,7 +85,7 @@ def discard_event(event: ContentEvent) -> None:
     event.fanned_out_at, event.recipients = utcnow(), 0
 
 
-def fan_out(event: ContentEvent) -> tuple[bool, int]:
+def fan_out(event: ContentEvent, committed=None) -> tuple[bool, int]:
     """One queued mail per recipient not yet told, committed BATCH recipients at a time (by user id; the first batch
     smaller, so the first mail goes sooner) together with the event's progress; (whether the event is done, how
     many mails this call queued).
@@ -121,6 +121,8 @@ def fan_out(event: ContentEvent) -> tuple[bool, int]:
             return False, queued
         db.session.commit()  # this batch's mails and the progress together: the senders start on them now
         progress, queued = last, queued + len(batch)
+        if committed is not None:
+            committed()
     return True, queued
 
 
