@@ -247,8 +247,8 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 
 def sender_memory(queued: int = 100_000) -> Result:
     """B6 memory: one real worker (the Procfile's WarmWorker, burst) sends `queued` mails waiting in the mail queue
-    to a sink in its own process; the figure is the peak RSS of the worker and its work horse (RUSAGE_CHILDREN of
-    a launcher, see PEAK)."""
+    to a sink in its own process; the figure is the peak RSS of the worker (which runs the sending job itself) and
+    of any work horse (RUSAGE_CHILDREN of a launcher, see PEAK)."""
     from sqlalchemy import insert
 
     from webapp import create_app
@@ -296,7 +296,8 @@ def sender_memory(queued: int = 100_000) -> Result:
         sink.terminate()
         redis_proc.terminate()
     return Result("B6 memory", f"one worker sending {queued:,} queued mails (all sent, {queued / seconds:,.0f} mails/s "
-                               f"to a sink in its own process): peak RSS of the worker and its work horse",
+                               f"to a sink in its own process): peak RSS of the worker, which sends in its own "
+                               f"process (and of any work horse)",
                   peak, "MB", [peak], goal="≤ 200 MB", met=peak <= 200)
 
 
