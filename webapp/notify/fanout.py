@@ -34,9 +34,9 @@ def fan_out_due(committed=None) -> int:
     """Every due event, one at a time; returns how many mails were queued.
 
     An event is fanned out in batches of watchers, each committed with the event's progress (fan_out), so the
-    senders start on the first batch (`committed()` is called after each). An event whose fan-out raises keeps what it committed, is counted and put
-    off, so the events after it go out now; after POISON_ATTEMPTS tries it is set aside for an admin
-    (Administration › System health › Failed events)."""
+    senders start on the first batch (`committed()` is called after each). An event whose fan-out raises keeps
+    what it committed, is counted and put off, so the events after it go out now; after POISON_ATTEMPTS tries it is
+    set aside for an admin (Administration › System health › Failed events)."""
     queued = 0
     while True:
         event_id = db.session.scalar(select(ContentEvent.id).where(

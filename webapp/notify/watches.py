@@ -54,7 +54,7 @@ def unwatch_token(watch: Watch) -> str:
     """The token URLSafeSerializer.dumps makes of the watch (read back by it, read_unwatch_token), at a third of
     its cost: the serializer tries zlib on every payload (14 µs of its 27; a watch's four values never come out
     shorter, so the payload is the plain one) and builds its signer anew each time. A fan-out makes one token
-    per watcher (tests/notify/test_watch.py holds both to the same bytes)."""
+    per watcher (tests/notify/test_unwatch_tokens.py holds both to the same bytes)."""
     payload = json.dumps([watch.user_id, watch.scope, watch.space_id, watch.page_id], separators=(",", ":"))
     return _token_signer(current_app.config["SECRET_KEY"]).sign(base64_encode(payload)).decode("ascii")
 

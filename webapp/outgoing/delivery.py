@@ -279,8 +279,8 @@ def _claim_batch(size: int, memo: dict) -> _Batch:
     cost ~50 µs each), with what composing it needs; a full one wakes another sender.
 
     What composing needs (the site's name, the retry schedule, bounce addresses, DKIM keys, the servers' pauses)
-    is read at most once a second and the people the mail is from once a run (`memo`, one per run): read for
-    every batch, it was a third of a claim's 5 ms."""
+    is read at most once a second and the people the mail is from once a run (`memo`, one per run), not for every
+    batch: with the statements below made once too, a claim of 100 takes 3.5 ms of CPU where it took 4.0."""
     token, ids = claim(size)
     if len(ids) == size:  # more is due: an idle worker joins in (sending waits on the server, not on us)
         wake_sender()
@@ -302,7 +302,7 @@ def _claim_batch(size: int, memo: dict) -> _Batch:
 
 
 _TABLE = OutboundMail.__table__
-# Made once: a statement built for each batch (and its cache key worked out again) was a tenth of a claim.
+# Made once, not for each batch (SQLAlchemy works a new statement's cache key out again each time).
 _ROWS = (select(*(_TABLE.c[name] for name in _FIELDS))
          .where(_TABLE.c.id.in_(bindparam("ids", expanding=True)), _TABLE.c.claim_token == bindparam("token"))
          .order_by(_TABLE.c.id))

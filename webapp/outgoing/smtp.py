@@ -303,7 +303,8 @@ class SmtpSession:
             self.close()
             raise classify(exc, self.profile) from None
 
-    def _send_in_steps(self, conn, sender: str, recipient: str, data: bytes, options: list[str], meanwhile=None) -> str:
+    def _send_in_steps(self, conn, sender: str, recipient: str, data: bytes, options: list[str],
+                       meanwhile=None) -> str:
         if options:  # SMTPUTF8: smtplib's mail() also switches the command encoding to UTF-8
             code, message = conn.mail(sender, options)
         else:
