@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from flask import current_app
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, select, update
 
 from webapp.errors import UserError
 from webapp.extensions import db
@@ -100,7 +100,7 @@ def queue_many(mails: list[dict], *, actor=None, kind: str = "notification") -> 
             row.update(state=FAILED, failed_at=now, last_error=f"{mail['recipient']!r} is not a mail address: {exc}")
         rows.append(row)
     _hold_if_suppressed(rows)
-    db.session.execute(insert(OutboundMail), rows)
+    db.session.execute(OutboundMail.__table__.insert(), rows)  # Core: the ORM's bulk insert cost a quarter more a row
     wake_sender()
     return len(rows)
 
