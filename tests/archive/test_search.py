@@ -25,12 +25,17 @@ def raw(key, subject, sender, body) -> bytes:
             "Content-Type: text/plain; charset=utf-8\r\n\r\n" + body + "\r\n").encode()
 
 
+def spaces(db, make_user, *keys: str) -> list:
+    """Ann, and a site space of hers for each key ("TEAM" -> "Team"), committed: [ann, *spaces]."""
+    admin = make_user("ann")
+    made = [create_site_space(admin, key, key.title()) for key in keys]
+    db.session.commit()
+    return [admin, *made]
+
+
 @pytest.fixture
 def indexed(app, db, make_user):
-    admin = make_user("ann")
-    space = create_site_space(admin, "TEAM", "Team")
-    other = create_site_space(admin, "OTHER", "Other")
-    db.session.commit()
+    _admin, space, other = spaces(db, make_user, "TEAM", "OTHER")
     ids = {}
     for key, (subject, sender, body) in DOCS.items():
         ids[key], _ = ingest.store(space.id, None, raw(key, subject, sender, body))
@@ -140,9 +145,7 @@ def test_newest_first_is_exact_when_dates_do_not_follow_arrival(app, db, make_us
         monkeypatch.setattr(search, "_pg_newest_ids", lambda *a: taken.append(newest_ids(*a)) or taken[-1])
         monkeypatch.setattr(psycopg.Connection, "execute", lambda self, sql, *a, **kw: (
             edges.append(sql) if "OFFSET %(skip)s" in sql else None, execute(self, sql, *a, **kw))[1])
-    admin = make_user("ann")
-    space, other = create_site_space(admin, "TEAM", "Team"), create_site_space(admin, "OTHER", "Other")
-    db.session.commit()
+    _admin, space, other = spaces(db, make_user, "TEAM", "OTHER")
     rnd = random.Random(4)
     start = datetime(2025, 1, 1, tzinfo=timezone.utc)
     for i in range(80):
@@ -200,10 +203,7 @@ def test_words_are_cut_alike_on_both_engines(app, db, make_user, query, hit):
 def test_best_match_in_a_space_whose_mail_came_before_another_spaces(app, db, make_user):
     """The newest matches by id are another space's: this space's own newest matches are ranked (found by its date
     index, not by reading every match of the word; that took 3-6 s at 1,000,000 messages)."""
-    admin = make_user("ann")
-    team = create_site_space(admin, "TEAM", "Team")
-    other = create_site_space(admin, "OTHER", "Other")
-    db.session.commit()
+    _admin, team, other = spaces(db, make_user, "TEAM", "OTHER")
     ingest.store(team.id, None, raw("best", "Budget", "Ann", "the budget"))
     for i in range(30):
         ingest.store(team.id, None, raw(f"t{i}", f"Note {i}", "Bob", "a note on the budget"))
@@ -294,10 +294,7 @@ def test_a_prefix_asked_as_the_words_it_starts_finds_what_fts5s_prefix_finds(app
     """SQLite asks FTS5 for a prefix's words (up to PREFIX_WORDS of them) instead of the prefix: the same mail."""
     import random
 
-    admin = make_user("ann")
-    team = create_site_space(admin, "TEAM", "Team")
-    other = create_site_space(admin, "OTHER", "Other")
-    db.session.commit()
+    _admin, team, other = spaces(db, make_user, "TEAM", "OTHER")
     rng = random.Random(5)
     words = ["pro", "Project", "projects", "proj2x", "prologue", "deploy", "deployed", "dePLOYS", "desk", "budget",
              "pröject", "pro_gram"] + [f"zz{i}" for i in range(80)]  # 80 words start with zz: more than 64
@@ -336,9 +333,7 @@ def test_a_prefix_asked_as_the_words_it_starts_finds_what_fts5s_prefix_finds(app
 
 @pytest.mark.sqlite_only
 def test_a_prefix_that_starts_too_many_words_is_refused_beside_the_box(app, db, make_user, client, login, monkeypatch):
-    admin = make_user("ann")
-    team = create_site_space(admin, "TEAM", "Team")
-    db.session.commit()
+    admin, team = spaces(db, make_user, "TEAM")
     for i in range(12):
         ingest.store(team.id, None, raw(f"w{i}", f"Word zz{i}", "Ann", f"zz{i} and budget"))
     db.session.commit()
@@ -369,9 +364,7 @@ def test_the_hourly_tidy_merges_the_search_index_and_every_search_finds_the_same
 
     from workers.fetch import tidy_search_index
 
-    admin = make_user("ann")
-    team = create_site_space(admin, "TEAM", "Team")
-    db.session.commit()
+    _admin, team = spaces(db, make_user, "TEAM")
     rng = random.Random(11)
     words = ["budget", "printer", "deploy", "review", "lunch", "release", "invoice", "ticket", "server", "coffee"]
     for i in range(80):  # a commit each, as fetches of one message would: a segment each
@@ -400,9 +393,7 @@ def test_the_tidy_gives_way_to_a_writer_that_holds_the_lock_and_the_next_run_goe
 
     from sqlalchemy import event
 
-    admin = make_user("ann")
-    team = create_site_space(admin, "TEAM", "Team")
-    db.session.commit()
+    _admin, team = spaces(db, make_user, "TEAM")
     for i in range(12):
         ingest.store(team.id, None, raw(f"m{i}", f"Note {i}", "Ann", f"budget line {i}"))
         db.session.commit()
