@@ -1,5 +1,4 @@
 """Notification jobs: fanning content events out to watchers, and the minute tick (coalesced edits, daily report)."""
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -34,17 +33,12 @@ def fan_out_due() -> int:
                 first.set()
                 db.session.remove()
 
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(delivery.QUICK_SWITCH)
-    try:
-        with ThreadPoolExecutor(1, thread_name_prefix="fan-out") as pool:
-            running = pool.submit(fan_out)
-            first.wait()
-            if not running.done() or running.result():
-                delivery.deliver_due()
-            queued = running.result()
-    finally:
-        sys.setswitchinterval(switch)
+    with delivery.quick_switches(), ThreadPoolExecutor(1, thread_name_prefix="fan-out") as pool:
+        running = pool.submit(fan_out)
+        first.wait()
+        if not running.done() or running.result():
+            delivery.deliver_due()
+        queued = running.result()
     if queued:
         delivery.deliver_due()  # what was queued after this sender's last claim, if anything
     return queued

@@ -1,4 +1,5 @@
 """Sending what is due: an atomic claim, one connection per server, failover, backoff and the error queue."""
+import contextlib
 import functools
 import logging
 import sys
@@ -82,9 +83,24 @@ def deliver_due() -> int:
         return 0  # nothing to send through: the mail waits, and the queue page says why
     if all(p.key in paused and paused[p.key].paused_until and paused[p.key].paused_until > now for p in profiles):
         return 0  # every server refused this client a moment ago: the mail waits for the pause to end
-    pool, store = _Pool(), _Store(current_app._get_current_object())
+    with quick_switches():
+        return _send(profiles)
+
+
+@contextlib.contextmanager
+def quick_switches():
+    """While mail is sent, a thread holding the interpreter lets another have it every QUICK_SWITCH seconds."""
     switch = sys.getswitchinterval()
     sys.setswitchinterval(QUICK_SWITCH)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(switch)
+
+
+def _send(profiles: list[SmtpProfile]) -> int:
+    """deliver_due's sending: batches claimed by the store's thread, sent through `profiles`; how many were sent."""
+    pool, store = _Pool(), _Store(current_app._get_current_object())
     context, marks = _Context(), _Marks(current_app.config["MAIL_MARK_EVERY"], store)
     batch_size = current_app.config["MAIL_SEND_BATCH"]
     try:
@@ -129,7 +145,6 @@ def deliver_due() -> int:
     finally:
         pool.close()
         store.close()
-        sys.setswitchinterval(switch)
 
 
 class _Pool:
