@@ -1,5 +1,7 @@
 """Composing mail: headers nobody can break, templates that substitute only three variables, clean wire bytes."""
+import random
 import re
+from datetime import datetime, timezone
 from email import policy
 from email.header import decode_header, make_header
 from email.utils import parseaddr
@@ -63,6 +65,47 @@ def test_no_name_prefix_or_subject_adds_or_breaks_a_header(fullname, prefix, sub
     text = message.get_content()
     expected_body = compose.normalize_body(body)
     assert text == expected_body + ("" if expected_body.endswith("\n") else "\n")
+
+
+line_text = st.lists(st.sampled_from(["a", " ", ".", "=", "\r", "\n", "\r\n", "é", "--=_spacemail_", "a" * 899,
+                                       "b" * 450]), max_size=12).map("".join)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=line_text, html=line_text.filter(bool))
+def test_both_parts_come_back_exactly_with_every_wire_line_short(body, html):
+    """Text and HTML parts (CR, LF and CRLF line ends, lines of 899 to 1,800 characters, boundary look-alikes)
+    read back as written, line ends made LF; 7bit only for short-lined ASCII; no line on the wire over 998."""
+    _sender, data = compose.build(mail(body=body, html=html), profile(), None)
+    assert BARE_EOL.search(data) is None and max(map(len, data.split(b"\r\n"))) <= 998
+    message = parse(data)
+    assert message.defects == [] and message.get_content_type() == "multipart/alternative"
+    parts = [message.get_body(("plain",)), message.get_body(("html",))]
+    for part, written in zip(parts, (body, html)):
+        expected = compose.normalize_body(written)
+        expected += "" if expected.endswith("\n") else "\n"
+        assert part.get_content() == expected
+        short = expected.isascii() and all(len(line) < 900 for line in expected.split("\n"))
+        assert part["Content-Transfer-Encoding"] == ("7bit" if short else "quoted-printable")
+
+
+def test_a_boundary_found_in_a_part_is_drawn_again(monkeypatch):
+    """The generator's first boundary written into the text itself: the message still splits where it should."""
+    first = f"=_spacemail_{random.Random(7).getrandbits(96):024x}"
+    body = f"--{first}\nContent-Type: text/html\n\n<p>forged</p>\n--{first}--\n"
+    monkeypatch.setattr(compose, "_random", random.Random(7))
+    _sender, data = compose.build(mail(body=body, html="<p>real</p>"), profile(), None)
+    message = parse(data)
+    assert first not in message["Content-Type"]
+    assert message.get_body(("plain",)).get_content() == body
+    assert message.get_body(("html",)).get_content() == "<p>real</p>\n"
+
+
+def test_the_date_is_the_time_of_sending():
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    sent = [parse(compose.build(mail(), profile(), None)[1])["Date"].datetime for _ in range(3)]
+    after = datetime.now(timezone.utc)
+    assert all(before <= date <= after for date in sent)
 
 
 def test_template_substitutes_only_its_three_variables():

@@ -91,7 +91,9 @@ def refusal_scope(stage: str, code: int, message: str, first: bool) -> str:
 
 def crlf(data: bytes) -> bytes:
     """Every line ending as CRLF: a bare CR or LF on the wire is how SMTP smuggling starts. (What the regular
-    expression \r\n|\r|\n -> \r\n does, by three replaces at a tenth of its cost.)"""
+    expression \r\n|\r|\n -> \r\n does, by three replaces at a tenth of its cost; by one where there is no CR.)"""
+    if b"\r" not in data:
+        return data.replace(b"\n", b"\r\n")
     return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
