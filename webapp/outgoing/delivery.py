@@ -40,16 +40,24 @@ LOOKAHEAD = 40  # mails before a batch's end when the next is claimed: at ~1 ms 
 
 def claim(limit: int) -> tuple[str, list[int]]:
     """Mark up to `limit` due rows as ours in one statement: two workers never claim one row."""
+    token, rows = _claim(limit, ("id",))
+    return token, [row.id for row in rows]
+
+
+def _claim(limit: int, fields: tuple[str, ...]) -> tuple[str, list]:
+    """The claim, committed: (its token, the claimed rows' `fields` as the claim left them, in id order)."""
     token = uuid.uuid4().hex
-    ids = db.session.scalars(_claim_statement(db.engine.dialect.name),
-                             {"now": limits.clock(), "token": token, "limit": limit}).all()
+    rows = db.session.execute(_claim_statement(db.engine.dialect.name, fields),
+                              {"now": limits.clock(), "token": token, "limit": limit}).all()
     db.session.commit()
-    return token, sorted(ids)
+    return token, sorted(rows, key=lambda row: row.id)
 
 
 @functools.cache
-def _claim_statement(dialect: str):
-    """The claim, made once per database (its cache key was worked out again for every batch)."""
+def _claim_statement(dialect: str, fields: tuple[str, ...]):
+    """The claim, returning `fields` of each row it marks (no second statement to read them: that cost a fifth of
+    a sender's database time); made once per database and fields (its cache key was worked out again for every
+    batch)."""
     now = bindparam("now", type_=UTCDateTime)
     due = (select(OutboundMail.id).where(OutboundMail.state == QUEUED, OutboundMail.next_attempt_at <= now)
            .order_by(OutboundMail.next_attempt_at, OutboundMail.id).limit(bindparam("limit", type_=Integer)))
@@ -64,8 +72,8 @@ def _claim_statement(dialect: str):
         # write lock, it sees no other writer between choosing and marking them.
         match = (OutboundMail.id.in_(due.scalar_subquery()),)
     return (update(OutboundMail).where(*match)
-            .values(state=SENDING, claim_token=bindparam("token"), claimed_at=now).returning(OutboundMail.id)
-            .execution_options(synchronize_session=False))
+            .values(state=SENDING, claim_token=bindparam("token"), claimed_at=now)
+            .returning(*(_TABLE.c[name] for name in fields)).execution_options(synchronize_session=False))
 
 
 def deliver_due() -> int:
@@ -296,13 +304,10 @@ def _claim_batch(size: int, memo: dict) -> _Batch:
     What composing needs (the site's name, the retry schedule, bounce addresses, DKIM keys, the servers' pauses)
     is read at most once a second and the people the mail is from once a run (`memo`, one per run), not for every
     batch: with the statements below made once too, a claim of 100 takes 3.5 ms of CPU where it took 4.0."""
-    token, ids = claim(size)
-    if len(ids) == size:  # more is due: an idle worker joins in (sending waits on the server, not on us)
+    token, rows = _claim(size, _FIELDS)
+    if len(rows) == size:  # more is due: an idle worker joins in (sending waits on the server, not on us)
         wake_sender()
         db.session.commit()
-    rows = []
-    if ids:
-        rows = db.session.execute(_ROWS, {"ids": ids, "token": token}).all()
     actors = memo.setdefault("actors", {})
     new = {r.actor_id for r in rows if r.actor_id} - actors.keys()
     if new:
@@ -317,10 +322,7 @@ def _claim_batch(size: int, memo: dict) -> _Batch:
 
 
 _TABLE = OutboundMail.__table__
-# Made once, not for each batch (SQLAlchemy works a new statement's cache key out again each time).
-_ROWS = (select(*(_TABLE.c[name] for name in _FIELDS))
-         .where(_TABLE.c.id.in_(bindparam("ids", expanding=True)), _TABLE.c.claim_token == bindparam("token"))
-         .order_by(_TABLE.c.id))
+# Made once, not for each group (SQLAlchemy works a new statement's cache key out again each time).
 _MARK = _TABLE.update().where(_TABLE.c.id == bindparam("b_id"), _TABLE.c.claim_token == bindparam("b_token"))
 
 
