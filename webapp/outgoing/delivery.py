@@ -298,12 +298,13 @@ class _Batch:
 
 
 def _claim_batch(size: int, memo: dict) -> _Batch:
-    """(In the store's thread.) The next batch: claimed, read as plain tuples (columns, not ORM entities: those
-    cost ~50 µs each), with what composing it needs; a full one wakes another sender.
+    """(In the store's thread.) The next batch: claimed, its rows as the claim returns them (plain tuples of
+    columns, not ORM entities: those cost ~50 µs each), with what composing it needs; a full one wakes another
+    sender.
 
     What composing needs (the site's name, the retry schedule, bounce addresses, DKIM keys, the servers' pauses)
     is read at most once a second and the people the mail is from once a run (`memo`, one per run), not for every
-    batch: with the statements below made once too, a claim of 100 takes 3.5 ms of CPU where it took 4.0."""
+    batch (4.0 -> 3.5 ms of CPU a claim of 100, with the claim's statement made once too)."""
     token, rows = _claim(size, _FIELDS)
     if len(rows) == size:  # more is due: an idle worker joins in (sending waits on the server, not on us)
         wake_sender()
