@@ -179,8 +179,8 @@ def test_failover_to_the_next_server_is_recorded(app, client, make_user, login, 
 def test_sweeper_requeues_mail_stuck_in_sending(app, run_jobs, sinks):
     add_server(sinks, sinks.plain)
     queue_some(1)
-    token, ids = delivery.claim(10)  # a worker claimed it, then died
-    assert ids and rows()[0].state == SENDING
+    _token, claimed = delivery.claim(10)  # a worker claimed it, then died
+    assert claimed and rows()[0].state == SENDING
     db.session.execute(db.update(OutboundMail).values(claimed_at=utcnow() - timedelta(hours=1)))
     db.session.commit()
     sweep_queue()
@@ -263,7 +263,7 @@ def test_a_full_batch_wakes_another_sender_and_nothing_goes_twice(app, run_jobs,
 def test_a_claim_takes_no_more_than_its_batch(app):
     """Each sender holds only its batch: on PostgreSQL a locking subquery once let one claim take the whole queue."""
     queue_some(5)
-    token, ids = delivery.claim(2)
-    assert len(ids) == 2
+    token, claimed = delivery.claim(2)
+    assert len(claimed) == 2
     assert [r.state for r in rows()] == [SENDING, SENDING, QUEUED, QUEUED, QUEUED]
     assert {r.claim_token for r in rows() if r.state == SENDING} == {token}
